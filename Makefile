@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MANAGE := $(BIN)/python manage.py
+MEMBERS ?= 5000
+SEED ?= 7
+# make test runs against the machine's Postgres and Redis unless told otherwise.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: venv demo demo-data serve test test-unit lint bench clean
+
+$(BIN)/activate: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/activate
+
+venv: $(BIN)/activate
+
+# Embedded SQLite, tasks in-process: a full program, a trained model and a scored queue.
+demo: venv demo-data serve
+
+demo-data: venv
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) migrate --noinput
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) simulate --members $(MEMBERS) --seed $(SEED) --replace
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) seed_demo_users
+
+serve: venv
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) runserver 127.0.0.1:8000
+
+test: venv
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

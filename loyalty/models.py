@@ -1,0 +1,140 @@
+"""The loyalty domain: members, their events, and the offer catalog."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Tier(models.TextChoices):
+    BRONZE = "bronze"
+    SILVER = "silver"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+
+
+TIER_RANK = {Tier.BRONZE: 0, Tier.SILVER: 1, Tier.GOLD: 2, Tier.PLATINUM: 3}
+
+
+class Member(models.Model):
+    member_id = models.CharField(max_length=64, unique=True, help_text="External id, as imported")
+    # Decisions, audit rows and exports outside the desk reference members by this id only.
+    pseudo_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    joined_at = models.DateField(null=True, blank=True)
+    birth_date = models.DateField(null=True, blank=True)  # PII
+    # Coarse, non-identifying copy of the birth date: enough for age features and age bands.
+    birth_year = models.SmallIntegerField(null=True, blank=True)
+    gender = models.CharField(max_length=16, blank=True)
+    region = models.CharField(max_length=32, blank=True)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BRONZE)
+    points_balance = models.IntegerField(default=0)
+    consent_profiling = models.BooleanField(default=False)
+    consent_at = models.DateTimeField(null=True, blank=True)
+    name = models.CharField(max_length=200, blank=True)  # PII
+    email = models.CharField(max_length=254, blank=True)  # PII
+    erased_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["consent_profiling", "id"], name="member_consent_idx")]
+
+    def __str__(self) -> str:
+        return f"member {self.member_id}"
+
+
+class EventKind(models.TextChoices):
+    PURCHASE = "purchase"
+    REDEMPTION = "redemption"
+    SESSION = "session"
+    FEEDBACK = "feedback"
+    OFFER_SENT = "offer_sent"
+    OFFER_REDEEMED = "offer_redeemed"
+
+
+class Event(models.Model):
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="events")
+    occurred_at = models.DateTimeField()
+    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    # Float, not Decimal: events feed analytics over millions of rows, not a ledger.
+    amount = models.FloatField(default=0.0)
+    points = models.IntegerField(default=0)
+    quantity = models.IntegerField(default=0)
+    duration_seconds = models.IntegerField(default=0)
+    score = models.SmallIntegerField(null=True, blank=True)
+    offer_code = models.CharField(max_length=32, blank=True)
+    comment = models.TextField(blank=True)  # PII-bearing free text
+    # Hash of the row's content: re-importing the same file writes nothing twice.
+    fingerprint = models.CharField(max_length=40, unique=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["member", "occurred_at"], name="event_member_time_idx"),
+            models.Index(fields=["occurred_at"], name="event_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of member #{self.member_id} at {self.occurred_at:%Y-%m-%d}"
+
+
+class OfferKind(models.TextChoices):
+    BONUS_POINTS = "bonus_points"
+    DISCOUNT = "discount"
+    TIER_UPGRADE = "tier_upgrade"
+    RETENTION_CALL = "retention_call"
+    NO_ACTION = "no_action"
+
+
+class Offer(models.Model):
+    code = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=16, choices=OfferKind.choices)
+    cost = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    value = models.DecimalField(
+        max_digits=10, decimal_places=2, default=0, help_text="Value to the program when the member responds"
+    )
+    active = models.BooleanField(default=True)
+    high_stakes = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(cost__gte=0), name="offer_cost_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class ImportBatch(models.Model):
+    """One import of a CSV file, by command or upload: what was read, written and rejected."""
+
+    class Kind(models.TextChoices):
+        MEMBERS = "members"
+        EVENTS = "events"
+        OFFERS = "offers"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    filename = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    rows_read = models.IntegerField(default=0)
+    rows_written = models.IntegerField(default=0)
+    rows_rejected = models.IntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} import {self.filename} ({self.status})"

@@ -1,0 +1,1 @@
+"""Models, scoring runs, recommendations and decisions (filled in by the engine issue)."""
