@@ -1,1 +1,211 @@
-"""Models, scoring runs, recommendations and decisions (filled in by the engine issue)."""
+"""Model versions, scoring runs, recommendations and the decisions managers make on them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from loyalty.models import Member, Offer
+
+
+class ModelVersion(models.Model):
+    """One trained bundle: the engagement model and the offer-response model, with metrics."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        CHAMPION = "champion"
+        RETIRED = "retired"
+
+    class Algorithm(models.TextChoices):
+        HGB = "hgb", "HistGradientBoosting"
+        RF = "rf", "RandomForest"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    algorithm = models.CharField(max_length=8, choices=Algorithm.choices, default=Algorithm.HGB)
+    artifact_path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    # Ordered feature names with dtype and training range: {"features": [{"name", "min", "max", ...}]}
+    feature_schema = models.JSONField(default=dict)
+    as_of = models.DateField(help_text="Features use events strictly before this date")
+    horizon_days = models.PositiveIntegerField()
+    train_start = models.DateField(null=True, blank=True)
+    params = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict)
+    # "learned" when offer exposures trained a response model, else "default_policy".
+    offer_policy = models.CharField(max_length=16, default="learned")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.CANDIDATE)
+    status_history = models.JSONField(default=list)
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="champion"), name="one_champion_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"model v{self.pk} ({self.algorithm}, {self.status})"
+
+
+class ScoringRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="runs")
+    as_of = models.DateField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    chunk_size = models.PositiveIntegerField(default=10_000)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    members_total = models.PositiveIntegerField(default=0)
+    members_scored = models.PositiveIntegerField(default=0)
+    members_skipped_no_consent = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+
+class ScoringChunk(models.Model):
+    """A slice of a run by member primary key. Workers claim it with a conditional UPDATE."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    member_pk_from = models.BigIntegerField()
+    member_pk_to = models.BigIntegerField(help_text="inclusive")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    rows_written = models.PositiveIntegerField(default=0)
+    skipped_no_consent = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of run {self.run_id} ({self.status})"
+
+
+class RecommendationStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for a manager
+    ESCALATED = "escalated"  # waiting for a senior manager
+    APPROVED = "approved"
+    OVERRIDDEN = "overridden"
+    AUTO_APPROVED = "auto_approved"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"  # a newer run re-scored the member before anyone decided
+
+
+OPEN_STATUSES = (RecommendationStatus.PENDING, RecommendationStatus.ESCALATED)
+
+
+class Recommendation(models.Model):
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="recommendations")
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="recommendations")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    as_of = models.DateField()
+    # Engagement within the model's horizon (churn is 1 - probability) and its 90% interval.
+    probability = models.FloatField()
+    p_low = models.FloatField()
+    p_high = models.FloatField()
+    offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    expected_value = models.FloatField(help_text="Incremental value of the offer against no action")
+    ev_low = models.FloatField()
+    ev_high = models.FloatField()
+    # Every active offer: [{"code", "p_response", "p_low", "p_high", "ev", "ev_low", "ev_high"}]
+    alternatives = models.JSONField(default=list)
+    # float32 arrays in the order of model_version.feature_schema: compact for 1M rows.
+    shap_values = models.BinaryField()
+    shap_base = models.FloatField()
+    features = models.BinaryField()
+    offer_policy = models.CharField(max_length=16, default="learned")
+    # What a wrong decision would cost: the queue's sort key.
+    priority = models.FloatField(default=0.0)
+    status = models.CharField(
+        max_length=16, choices=RecommendationStatus.choices, default=RecommendationStatus.PENDING
+    )
+    route = models.CharField(max_length=16, default="review")  # auto | review | senior
+    route_reasons = models.JSONField(default=list)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "member"], name="one_recommendation_per_run_member")
+        ]
+        indexes = [
+            models.Index(fields=["status", "-priority", "id"], name="rec_queue_idx"),
+            models.Index(fields=["member", "status"], name="rec_member_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"recommendation {self.pk} for member #{self.member_id}"
+
+
+class Decision(models.Model):
+    """Immutable. Undo is a compensating decision, never a delete or an update."""
+
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        OVERRIDE = "override"
+        ESCALATE = "escalate"
+        AUTO_APPROVE = "auto_approve"
+        EXPIRE = "expire"
+        UNDO = "undo"
+
+    recommendation = models.ForeignKey(Recommendation, on_delete=models.PROTECT, related_name="decisions")
+    sequence = models.PositiveIntegerField(help_text="1 for the first decision on the item, then 2, ...")
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, default="system")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    chosen_offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reason_code = models.CharField(max_length=32, blank=True)
+    reason_text = models.TextField(blank=True)
+    compensates = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # What the manager saw when deciding.
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    shown_probability = models.FloatField()
+    shown_p_low = models.FloatField()
+    shown_p_high = models.FloatField()
+    shown_expected_value = models.FloatField()
+    shown_shap_values = models.BinaryField()
+    # Feedback label for retraining: the offer code the human stands behind ("" = no action).
+    label_offer_code = models.CharField(max_length=32, blank=True)
+    is_feedback = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["recommendation_id", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["recommendation", "sequence"], name="decision_sequence_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} on recommendation {self.recommendation_id} by {self.actor_label}"
