@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from loyalty.models import Event, Member, Offer
 
@@ -16,3 +16,12 @@ def program_summary() -> dict[str, int]:
         "events": Event.objects.count(),
         "active_offers": Offer.objects.filter(active=True).count(),
     }
+
+
+def offer_list(*, active_only: bool = False) -> QuerySet[Offer]:
+    offers = Offer.objects.all()
+    return offers.filter(active=True) if active_only else offers
+
+
+def offer_get(*, code: str) -> Offer | None:
+    return Offer.objects.filter(code=code).first()

@@ -3,16 +3,24 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from loyalty import api as loyalty_api
 from loyalty import views as loyalty_views
 
 # Each app adds its endpoints here.
-api_patterns: list = []
+api_patterns: list = [
+    path("imports/<str:kind>/", loyalty_api.ImportUploadView.as_view(), name="api-import"),
+    path("offers/", loyalty_api.OfferListView.as_view(), name="api-offers"),
+    path("offers/<str:code>/", loyalty_api.OfferDetailView.as_view(), name="api-offer"),
+]
 
 urlpatterns = [
     path("", loyalty_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", loyalty_views.healthz, name="healthz"),
+    path("offers/", loyalty_views.offers, name="offers"),
+    path("offers/new/", loyalty_views.offer_edit, name="offer-new"),
+    path("offers/<str:code>/edit/", loyalty_views.offer_edit, name="offer-edit"),
     path("api/", include(api_patterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
