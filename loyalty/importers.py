@@ -63,10 +63,11 @@ class RowError:
     value: str | None = None
 
     def __str__(self) -> str:
-        where = f"row {self.row}" if self.row is not None else "file"
+        if self.row is None:
+            return self.message  # file-level messages name their columns themselves
         column = f", column {self.column}" if self.column else ""
         shown = f" (got {self.value!r})" if self.value is not None else ""
-        return f"{where}{column}: {self.message}{shown}"
+        return f"row {self.row}{column}: {self.message}{shown}"
 
 
 @dataclass
