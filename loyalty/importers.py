@@ -444,7 +444,10 @@ def _insert_events_copy(rows: pd.DataFrame) -> int:
     """COPY into a staging table, then one INSERT ... ON CONFLICT DO NOTHING (exact count)."""
     table = Event._meta.db_table
     columns = ", ".join(_EVENT_DB_COLUMNS)
-    payload = rows.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S%z")
+    # numpy formats timestamps several times faster than pandas' to_csv does.
+    utc = rows["occurred_at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    rows = rows.assign(occurred_at=np.char.add(np.datetime_as_string(utc, unit="us"), "+00:00"))
+    payload = rows.to_csv(index=False, header=False)
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_EVENT_STAGING} ("
