@@ -664,6 +664,7 @@ def import_csv(
         name = filename or Path(source).name
     else:
         stream = source
+        stream.seek(0)
         name = filename or Path(str(getattr(source, "name", "") or "upload.csv")).name
     try:
         sha256, lines = _file_digest(stream)
