@@ -29,7 +29,16 @@ from tqdm import tqdm
 
 from governance.audit import audit_log
 from loyalty.definitions import EVENT_COLUMNS, MEMBER_COLUMNS, OFFER_COLUMNS, event_fingerprints
-from loyalty.models import Event, EventKind, ImportBatch, Member, Offer, OfferKind, Tier
+from loyalty.models import (
+    OFFER_CODE_PATTERN,
+    Event,
+    EventKind,
+    ImportBatch,
+    Member,
+    Offer,
+    OfferKind,
+    Tier,
+)
 
 CHUNK_ROWS = 50_000
 # How many row errors an ImportResult / ImportBatch keeps; the total is always counted.
@@ -303,6 +312,7 @@ def _check_members(chunk: pd.DataFrame, ctx: _Context) -> _Checked:
     joined = _timestamps(check, _text(chunk, "joined_at"), "joined_at")
     birth = _timestamps(check, _text(chunk, "birth_date"), "birth_date")
     check.fail(birth > ctx.now, "birth_date", "date in the future")
+    check.fail(joined > ctx.now, "joined_at", "date in the future")
     gender = _text(chunk, "gender")
     _max_length(check, gender, "gender", 16)
     region = _text(chunk, "region")
@@ -401,6 +411,9 @@ def _check_events(chunk: pd.DataFrame, ctx: _Context) -> _Checked:
     check.fail(score.notna() & ((score < 1) | (score > 5)), "score", "score outside 1-5")
     offer_code = _text(chunk, "offer_code")
     _max_length(check, offer_code, "offer_code", 32)
+    # Responses are matched to exposures by code: an offer event without one is useless.
+    check.fail(kind.isin(["offer_sent", "offer_redeemed"]) & (offer_code == ""), "offer_code",
+               "required for offer_sent and offer_redeemed events")
     comment = chunk["comment"].astype(str) if "comment" in chunk.columns else pd.Series("", index=chunk.index)
 
     # Member pks for this chunk only: the member table is never loaded whole.
@@ -504,6 +517,8 @@ def _check_offers(chunk: pd.DataFrame, ctx: _Context) -> _Checked:
     code = _text(chunk, "code")
     _require(check, code, "code")
     _max_length(check, code, "code", 32)
+    check.fail((code != "") & ~code.str.match(OFFER_CODE_PATTERN), "code",
+               "use only letters, digits, '-' and '_'")
     _duplicates_in_file(check, code, "code", ctx)
     name = _text(chunk, "name")
     _require(check, name, "name")
@@ -604,6 +619,13 @@ def _header(stream: IO[bytes], spec: _Kind) -> tuple[list[str], list[str], list[
     finally:
         stream.seek(0)
     normalised = [c.strip().lower() for c in original]
+    repeated = sorted({n for n in normalised if normalised.count(n) > 1})
+    if repeated:
+        raise ImportFileError(
+            f"column{'s' if len(repeated) > 1 else ''} given more than once (names ignore case): "
+            f"{', '.join(repeated)}",
+            column=", ".join(repeated),
+        )
     missing = [c for c in spec.required if c not in normalised]
     if missing:
         raise ImportFileError(

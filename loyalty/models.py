@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
+
+# Offer codes appear in URLs, CSV files and feature names: keep them to a safe alphabet.
+OFFER_CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class Tier(models.TextChoices):
@@ -88,7 +92,11 @@ class OfferKind(models.TextChoices):
 
 
 class Offer(models.Model):
-    code = models.CharField(max_length=32, unique=True)
+    code = models.CharField(
+        max_length=32,
+        unique=True,
+        validators=[RegexValidator(OFFER_CODE_PATTERN, "use only letters, digits, '-' and '_'")],
+    )
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=16, choices=OfferKind.choices)
     cost = models.DecimalField(max_digits=10, decimal_places=2, default=0)

@@ -402,3 +402,39 @@ def test_failed_import_commits_its_batch_record_but_no_data(tmp_path: Path) -> N
     batch = ImportBatch.objects.get(pk=result.batch_id)
     assert (batch.status, batch.rows_read, batch.rows_rejected) == ("failed", 2, 1)
     assert AuditEvent.objects.filter(action="import.members").count() == 1
+
+
+# Review findings: each of these once crashed or let bad data in.
+
+
+def test_offer_code_outside_safe_alphabet_is_a_row_error(tmp_path) -> None:
+    path = tmp_path / "offers.csv"
+    path.write_text("code,name,kind,cost,value\nA/B,Split test,discount,1,2\n")
+    result = import_csv(kind="offers", source=path)
+    assert not result.succeeded
+    assert "row 1, column code" in str(result.errors[0])
+    assert not Offer.objects.exists()
+
+
+def test_header_repeating_a_column_in_another_case_is_a_file_error(tmp_path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_text("member_id,name,Name\nM1,a,b\n")
+    result = import_csv(kind="members", source=path)
+    assert not result.succeeded
+    assert "given more than once (names ignore case): name" in str(result.errors[0])
+    assert not Member.objects.exists()
+
+
+def test_offer_events_need_an_offer_code(tmp_path) -> None:
+    Member.objects.create(member_id="M1")
+    path = tmp_path / "events.csv"
+    path.write_text("member_id,occurred_at,kind,offer_code\nM1,2026-01-02,offer_sent,\n")
+    result = import_csv(kind="events", source=path)
+    assert "row 1, column offer_code: required" in str(result.errors[0])
+
+
+def test_joined_in_the_future_is_refused(tmp_path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_text("member_id,joined_at\nM1,2999-01-01\n")
+    result = import_csv(kind="members", source=path)
+    assert "row 1, column joined_at: date in the future" in str(result.errors[0])
