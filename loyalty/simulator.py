@@ -162,9 +162,9 @@ COMMENTS, _COMMENT_RANGES = _comment_vocabulary()
 
 def _season(dates: pd.DatetimeIndex) -> np.ndarray:
     """Annual peak before Christmas, dip in late summer; weekends busier for purchases."""
-    doy = dates.dayofyear.to_numpy()
+    doy = dates.day_of_year.to_numpy()
     annual = 1.0 + 0.2 * np.cos(2 * np.pi * (doy - 355) / 365.25)
-    weekday = np.array([0.9, 0.88, 0.92, 0.98, 1.1, 1.3, 0.92])[dates.dayofweek.to_numpy()]
+    weekday = np.array([0.9, 0.88, 0.92, 0.98, 1.1, 1.3, 0.92])[dates.day_of_week.to_numpy()]
     return annual * weekday / weekday.mean()
 
 
