@@ -269,3 +269,31 @@ def test_command_with_out_writes_the_five_files_and_not_the_database(tmp_path: P
     assert {"member_id", "p_engage", "engaged", "biased", "p_response_D10"} <= set(truth.columns)
     out = capsys.readouterr().out
     assert "gender=female at rate 0.3" in out and "150 members" in out
+
+
+def test_fast_fingerprints_equal_the_reference_definition(program: SimulatedProgram) -> None:
+    from loyalty.definitions import _event_fingerprints_exact
+
+    sample = program.events.iloc[::7]
+    pd.testing.assert_series_equal(event_fingerprints(sample), _event_fingerprints_exact(sample))
+    odd = pd.DataFrame(
+        {
+            "member_id": ["a", "b", "c", "d"],
+            "occurred_at": pd.to_datetime(
+                ["2026-01-01T10:00:00.7Z", "1969-12-31T23:59:59.5Z", "2026-01-01", "2026-02-01T00:00:01+02:00"],
+                utc=True, format="ISO8601",
+            ),
+            "kind": ["purchase", "redemption", "feedback", "offer_sent"],
+            "amount": [-0.5, 0.01, -12.34, 1234567.89],
+            "points": [-500, 0, 3, 4],
+            "quantity": [0, 1, 2, 3],
+            "duration_seconds": [0, 0, 5, 6],
+            "score": [np.nan, 5.0, 1.0, np.nan],
+            "offer_code": [None, "D10", "", "B500"],
+        },
+        index=[10, 11, 12, 13],
+    )
+    pd.testing.assert_series_equal(event_fingerprints(odd), _event_fingerprints_exact(odd))
+    # Amounts that are not exact cents take the reference path and still agree.
+    unusual = odd.assign(amount=[0.125, -0.0, 1e-9, 2.675])
+    pd.testing.assert_series_equal(event_fingerprints(unusual), _event_fingerprints_exact(unusual))
