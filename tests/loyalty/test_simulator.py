@@ -77,6 +77,9 @@ def test_frames_have_the_shared_columns_and_types(program: SimulatedProgram) -> 
     # ~20-30 events per member between history and horizon
     per_member = (len(program.events) + len(program.future_events)) / len(program.members)
     assert 15 <= per_member <= 35
+    # Every event has its own fingerprint, the database's unique key.
+    both = pd.concat([program.events, program.future_events])
+    assert event_fingerprints(both).is_unique
     feedback = program.events[program.events["kind"] == "feedback"]
     assert feedback["score"].between(1, 5).all()
     assert (feedback["comment"] != "").mean() > 0.3
