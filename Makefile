@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 MEMBERS ?= 5000
 SEED ?= 7
+# The simulator's fixed "today": history before it, the horizon after it.
+AS_OF ?= 2026-06-30
+HORIZON ?= 90
 # make test runs against the machine's Postgres and Redis unless told otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
@@ -26,6 +29,7 @@ demo-data: venv
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) migrate --noinput
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) simulate --members $(MEMBERS) --seed $(SEED) --replace
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) seed_demo_users
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) train --as-of $(AS_OF) --horizon-days $(HORIZON)
 
 serve: venv
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) runserver 127.0.0.1:8000
