@@ -4,12 +4,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from loyalty import views as loyalty_views
+from recommendations import urls as desk_urls
 
 # Each app adds its endpoints here.
 api_patterns: list = []
+api_patterns += desk_urls.api_urlpatterns
 
 urlpatterns = [
-    path("", loyalty_views.home, name="home"),
+    # The home page is the review queue (URL name "home").
+    path("", include(desk_urls.urlpatterns)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", loyalty_views.healthz, name="healthz"),
