@@ -37,8 +37,7 @@ from recommendations.serializers import (
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="invalid input"),
-    401: OpenApiResponse(ErrorSerializer, description="not logged in"),
-    403: OpenApiResponse(ErrorSerializer, description="role may not do this"),
+    403: OpenApiResponse(ErrorSerializer, description="not logged in, or the role may not do this"),
     404: OpenApiResponse(ErrorSerializer, description="not found"),
 }
 CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="already decided by someone else, or too late")}
