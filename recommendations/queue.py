@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from loyalty.models import Event, EventKind, Offer, Tier
 from loyalty.roles import has_capability
+from recommendations.explain import describe_drivers
 from recommendations.models import (
     OPEN_STATUSES,
     Decision,
@@ -287,22 +288,6 @@ def _feature_names_by_version(version_ids: set[int]) -> dict[int, list[str]]:
     return {v.id: feature_names(v) for v in versions}
 
 
-def _describe_drivers(
-    feature_names: list[str], feature_values: np.ndarray, shap_row: np.ndarray, top: int = 3
-) -> list[dict]:
-    """Local stand-in for recommendations.explain.describe_drivers until the engine lands."""
-    order = np.argsort(-np.abs(shap_row))[:top]
-    out = []
-    for i in order:
-        name, value, shap = feature_names[i], float(feature_values[i]), float(shap_row[i])
-        effect = "raises" if shap >= 0 else "lowers"
-        label = name.replace("_", " ")
-        out.append(
-            {"feature": name, "text": f"{label} = {value:g} {effect} engagement", "effect": effect, "shap": shap}
-        )
-    return out
-
-
 def recommendation_arrays(rec: Recommendation) -> tuple[np.ndarray, np.ndarray]:
     """(features, shap values) as float32 arrays in the model's feature order."""
     shap = np.frombuffer(bytes(rec.shap_values), dtype=np.float32)
@@ -315,7 +300,7 @@ def recommendation_drivers(rec: Recommendation, names: list[str], top: int = 3) 
     n = min(len(names), len(shap), len(feats))
     if n == 0:
         return []
-    return _describe_drivers(names[:n], feats[:n], shap[:n], top=top)
+    return describe_drivers(names[:n], feats[:n], shap[:n], top=top)
 
 
 def age_label(created_at: datetime, now: datetime | None = None) -> str:

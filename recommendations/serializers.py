@@ -18,8 +18,9 @@ class ErrorSerializer(serializers.Serializer):
 class DriverSerializer(serializers.Serializer):
     feature = serializers.CharField()
     text = serializers.CharField()
-    effect = serializers.CharField()
+    effect = serializers.CharField(help_text='"raises engagement" or "lowers engagement"')
     shap = serializers.FloatField()
+    value = serializers.FloatField(required=False)
 
 
 class QueueItemSerializer(serializers.Serializer):

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group, User
 from loyalty.models import Member, Offer
 from recommendations.models import ModelVersion, Recommendation, ScoringRun
 
-FEATURES = ["purchases_30d", "days_since_last_purchase", "points_balance", "tenure_days", "sessions_30d"]
+FEATURES = ["purchases_30d", "days_since_purchase", "points_balance", "tenure_days", "sessions_30d"]
 _seq = itertools.count(1)
 
 

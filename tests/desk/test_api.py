@@ -77,7 +77,7 @@ def test_token_auth_works(world, role_users):
 def test_detail_writes_member_view_audit_and_hides_pii(world, role_users):
     rec = world.recs["top"]
     body = client_for(role_users, "auditor").get(f"/api/recommendations/{rec.pk}/").json()
-    assert [f["name"] for f in body["features"]][:2] == ["purchases_30d", "days_since_last_purchase"]
+    assert [f["name"] for f in body["features"]][:2] == ["purchases_30d", "days_since_purchase"]
     assert body["alternatives"][0]["code"] == "bonus_500" and body["model_metrics"]["auc"] == 0.81
     assert rec.member.email not in str(body) and rec.member.name not in str(body)
     audit = AuditEvent.objects.get(action="member.view")

@@ -53,9 +53,11 @@ def test_bulk_eligibility_excludes_high_stakes(world, role_users):
 
 def test_rows_carry_three_plain_word_drivers(world, role_users):
     row = queue_page(user=role_users["manager"], filters={}, cursor=None, limit=1).rows[0]
-    assert [d["feature"] for d in row.drivers] == ["purchases_30d", "days_since_last_purchase", "points_balance"]
-    assert row.drivers[0]["effect"] == "raises" and row.drivers[1]["effect"] == "lowers"
-    assert "purchases 30d" in row.drivers[0]["text"]
+    assert [d["feature"] for d in row.drivers] == ["purchases_30d", "days_since_purchase", "points_balance"]
+    assert row.drivers[0]["effect"] == "raises engagement" and row.drivers[1]["effect"] == "lowers engagement"
+    # the engine's plain-language templates (recommendations.features.FEATURE_SPEC)
+    assert row.drivers[0]["text"] == "made 3 purchases in 30 days"
+    assert row.drivers[1]["text"] == "last purchase 12 days ago"
 
 
 @pytest.mark.parametrize(
