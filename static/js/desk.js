@@ -168,6 +168,9 @@
     });
   }
 
+  // Lets tests (and anyone) know the shortcuts are live.
+  document.body.dataset.deskReady = "1";
+
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { drawCharts(); updateBulkCount(); });
   } else {
