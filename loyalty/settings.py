@@ -137,6 +137,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 
+# A manager may undo their own decision for this long; afterwards it stands (a new decision is needed).
+DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
+# The status counts at the top of the queue are cached this long (and dropped on every decision).
+QUEUE_COUNTS_CACHE_SECONDS = int(os.environ.get("QUEUE_COUNTS_CACHE_SECONDS", 30))
+# Currency of expected values and offer costs, as shown to managers.
+LOYALTY_CURRENCY = os.environ.get("LOYALTY_CURRENCY", "EUR")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False

@@ -5,16 +5,19 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from loyalty import api as loyalty_api
 from loyalty import views as loyalty_views
+from recommendations import urls as desk_urls
 
 # Each app adds its endpoints here.
 api_patterns: list = [
     path("imports/<str:kind>/", loyalty_api.ImportUploadView.as_view(), name="api-import"),
     path("offers/", loyalty_api.OfferListView.as_view(), name="api-offers"),
     path("offers/<str:code>/", loyalty_api.OfferDetailView.as_view(), name="api-offer"),
+    *desk_urls.api_urlpatterns,
 ]
 
 urlpatterns = [
-    path("", loyalty_views.home, name="home"),
+    # The home page is the review queue (URL name "home").
+    path("", include(desk_urls.urlpatterns)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", loyalty_views.healthz, name="healthz"),

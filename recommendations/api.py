@@ -1,0 +1,213 @@
+"""Review desk API: the queue, decisions, runs and models. Same selectors and services as the pages."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.audit import audit_log
+from loyalty.permissions import HasCapability
+from recommendations.decisions import (
+    DecisionError,
+    DecisionForbidden,
+    DecisionNotFound,
+    decision_bulk_approve,
+    decision_record,
+    decision_undo,
+)
+from recommendations.models import ModelVersion, Recommendation, ScoringRun
+from recommendations.queue import InvalidCursor, QueueFilters, queue_page, recommendation_detail_row
+from recommendations.serializers import (
+    BulkDecideRequestSerializer,
+    BulkResultSerializer,
+    DecideRequestSerializer,
+    DecisionSerializer,
+    ErrorSerializer,
+    ModelVersionSerializer,
+    QueueItemDetailSerializer,
+    QueuePageSerializer,
+    QueueQuerySerializer,
+    ScoringRunSerializer,
+)
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="invalid input"),
+    403: OpenApiResponse(ErrorSerializer, description="not logged in, or the role may not do this"),
+    404: OpenApiResponse(ErrorSerializer, description="not found"),
+}
+CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="already decided by someone else, or too late")}
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict."
+    default_code = "conflict"
+
+
+class Invalid(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "Invalid input."
+    default_code = "invalid"
+
+
+def as_api_error(exc: DecisionError) -> APIException:
+    """Service errors to HTTP: conflict and a closed undo window are 409."""
+    if isinstance(exc, DecisionForbidden):
+        return PermissionDenied(exc.message)
+    if isinstance(exc, DecisionNotFound):
+        return NotFound(exc.message)
+    if exc.code in {"conflict", "undo_window_closed"}:
+        return Conflict(exc.message, code=exc.code)
+    return Invalid(exc.message)
+
+
+def can(capability: str) -> list:
+    return [IsAuthenticated, HasCapability(capability)]
+
+
+class QueueListAPI(APIView):
+    permission_classes = can("view_queue")
+
+    @extend_schema(
+        summary="The review queue",
+        description="Open recommendations the caller may decide (read-only roles see all open ones), "
+        "filtered and sorted; keyset-paginated: pass next_cursor back as cursor.",
+        parameters=[QueueQuerySerializer],
+        responses={200: QueuePageSerializer, **ERRORS},
+        tags=["queue"],
+    )
+    def get(self, request: Request) -> Response:
+        query = QueueQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = QueueFilters.from_params(request.query_params)
+        try:
+            page = queue_page(
+                user=request.user,
+                filters=filters,
+                cursor=request.query_params.get("cursor") or None,
+                limit=query.validated_data["limit"],
+            )
+        except InvalidCursor as exc:
+            raise Invalid(str(exc), code="invalid_cursor") from exc
+        return Response(
+            QueuePageSerializer({"results": page.rows, "next_cursor": page.next_cursor, "limit": page.limit}).data
+        )
+
+
+class QueueDetailAPI(APIView):
+    permission_classes = can("view_queue")
+
+    @extend_schema(
+        summary="One recommendation with its explanation, alternatives and decisions",
+        description="Writes a member.view audit row.",
+        responses={200: QueueItemDetailSerializer, **ERRORS},
+        tags=["queue"],
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        try:
+            row = recommendation_detail_row(user=request.user, recommendation_id=pk)
+        except Recommendation.DoesNotExist as exc:
+            raise NotFound(f"Recommendation {pk} does not exist.") from exc
+        audit_log(
+            actor=request.user,
+            action="member.view",
+            object_type="recommendation",
+            object_id=pk,
+            member_pseudo_id=row.rec.member.pseudo_id,
+            ip=request.META.get("REMOTE_ADDR"),
+        )
+        return Response(QueueItemDetailSerializer(row).data)
+
+
+class DecideAPI(APIView):
+    permission_classes = can("decide")
+
+    @extend_schema(
+        summary="Approve, override or escalate",
+        description="override needs reason_code and reason_text (chosen_offer_code \"\" = no action); "
+        "escalate needs a note. 409 when someone decided the item first.",
+        request=DecideRequestSerializer,
+        responses={201: DecisionSerializer, **ERRORS, **CONFLICT},
+        tags=["decisions"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        body = DecideRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            decision = decision_record(recommendation_id=pk, actor=request.user, **body.validated_data)
+        except DecisionError as exc:
+            raise as_api_error(exc) from exc
+        return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
+
+
+class BulkDecideAPI(APIView):
+    permission_classes = can("decide")
+
+    @extend_schema(
+        summary="Bulk approve low-risk items",
+        description="Each id is approved on its own; escalated items, high-stakes offers and items "
+        "already decided are refused with a reason.",
+        request=BulkDecideRequestSerializer,
+        responses={200: BulkResultSerializer, **ERRORS},
+        tags=["decisions"],
+    )
+    def post(self, request: Request) -> Response:
+        body = BulkDecideRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = decision_bulk_approve(recommendation_ids=body.validated_data["ids"], actor=request.user)
+        except DecisionError as exc:
+            raise as_api_error(exc) from exc
+        return Response(BulkResultSerializer(result).data)
+
+
+class UndoAPI(APIView):
+    permission_classes = can("decide")
+
+    @extend_schema(
+        summary="Undo your own decision within the undo window",
+        description="Writes a compensating decision (action undo) and restores the previous status. "
+        "409 after the window or when the item moved on.",
+        request=None,
+        responses={201: DecisionSerializer, **ERRORS, **CONFLICT},
+        tags=["decisions"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        try:
+            decision = decision_undo(decision_id=pk, actor=request.user)
+        except DecisionError as exc:
+            raise as_api_error(exc) from exc
+        return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["runs"], responses={200: ScoringRunSerializer(many=True), **ERRORS})
+class RunListAPI(generics.ListAPIView):
+    permission_classes = can("view_queue")
+    serializer_class = ScoringRunSerializer
+    queryset = ScoringRun.objects.order_by("-id")
+
+
+@extend_schema(tags=["runs"], responses={200: ScoringRunSerializer, **ERRORS})
+class RunDetailAPI(generics.RetrieveAPIView):
+    permission_classes = can("view_queue")
+    serializer_class = ScoringRunSerializer
+    queryset = ScoringRun.objects.all()
+
+
+@extend_schema(tags=["models"], responses={200: ModelVersionSerializer(many=True), **ERRORS})
+class ModelListAPI(generics.ListAPIView):
+    permission_classes = can("view_queue")
+    serializer_class = ModelVersionSerializer
+    queryset = ModelVersion.objects.order_by("-id")
+
+
+@extend_schema(tags=["models"], responses={200: ModelVersionSerializer, **ERRORS})
+class ModelDetailAPI(generics.RetrieveAPIView):
+    permission_classes = can("view_queue")
+    serializer_class = ModelVersionSerializer
+    queryset = ModelVersion.objects.all()

@@ -1,0 +1,473 @@
+"""Queue selectors: what a user sees in the review queue, filtered, sorted and keyset-paginated.
+
+Pagination is keyset on (sort key, id), never OFFSET and never a COUNT(*) of the filtered
+set, so page 1 and page 10,000 cost the same. Every sort has a partial index over the open
+statuses (migration 0002_desk_queue_indexes).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.functions import TruncMonth
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from loyalty.models import Event, EventKind, Offer, Tier
+from loyalty.roles import has_capability
+from recommendations.explain import describe_drivers
+from recommendations.models import (
+    OPEN_STATUSES,
+    Decision,
+    ModelVersion,
+    Recommendation,
+    RecommendationStatus,
+)
+
+User = AbstractBaseUser | AnonymousUser
+
+# Churn risk is 1 - probability. Bands as probability ranges (low, high], so the filter
+# is a plain range on an indexed column.
+RISK_BANDS: dict[str, tuple[float, float]] = {
+    "low": (0.7, 1.0),  # churn < 30%
+    "medium": (0.4, 0.7),  # churn 30-60%
+    "high": (-0.01, 0.4),  # churn >= 60%
+}
+# Width of the 90% probability interval.
+CONFIDENCE_BANDS: dict[str, tuple[float, float]] = {
+    "narrow": (-1.0, 0.10),
+    "medium": (0.10, 0.25),
+    "wide": (0.25, 2.0),
+}
+# sort name -> (ordering expression name, descending?)
+SORTS: dict[str, tuple[str, bool]] = {
+    "priority": ("priority", True),
+    "expected_value": ("expected_value", True),
+    "churn_risk": ("probability", False),  # low engagement probability = high churn first
+    "uncertainty": ("interval_width", True),
+    "age": ("created_at", False),  # oldest first
+}
+SORT_LABELS = {
+    "priority": "Cost of a wrong decision",
+    "expected_value": "Expected value",
+    "churn_risk": "Churn risk",
+    "uncertainty": "Uncertainty",
+    "age": "Oldest first",
+}
+NO_OFFER = "none"  # the offer filter's value for "No action" recommendations
+MAX_LIMIT = 200
+COUNT_CACHE_PREFIX = "desk:queue-count:"
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    offer: str = ""
+    tier: str = ""
+    region: str = ""
+    risk: str = ""
+    confidence: str = ""
+    model: int | None = None
+    status: str = ""
+    escalated: str = ""  # "yes" | "no" | ""
+    member: str = ""
+    sort: str = "priority"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> QueueFilters:
+        """Parse GET parameters; unknown values are dropped rather than failing the page."""
+
+        def get(name: str) -> str:
+            return str(params.get(name) or "").strip()
+
+        model = get("model")
+        return cls(
+            offer=get("offer")[:32],
+            tier=get("tier") if get("tier") in Tier.values else "",
+            region=get("region")[:32],
+            risk=get("risk") if get("risk") in RISK_BANDS else "",
+            confidence=get("confidence") if get("confidence") in CONFIDENCE_BANDS else "",
+            model=int(model) if model.isdigit() else None,
+            status=get("status") if get("status") in RecommendationStatus.values else "",
+            escalated=get("escalated") if get("escalated") in {"yes", "no"} else "",
+            member=get("member")[:64],
+            sort=get("sort") if get("sort") in SORTS else "priority",
+        )
+
+    def to_params(self) -> dict[str, str]:
+        """The non-default filters as GET parameters, so a view can be shared by URL."""
+        out: dict[str, str] = {}
+        for name in ("offer", "tier", "region", "risk", "confidence", "status", "escalated", "member"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        if self.model is not None:
+            out["model"] = str(self.model)
+        if self.sort != "priority":
+            out["sort"] = self.sort
+        return out
+
+
+@dataclass
+class QueueRow:
+    rec: Recommendation
+    drivers: list[dict]
+    age: str
+    can_decide: bool
+    bulk_eligible: bool
+    reasons: list[str]
+    last_decision: Decision | None = None
+
+
+@dataclass
+class QueuePage:
+    rows: list[QueueRow]
+    next_cursor: str | None
+    filters: QueueFilters
+    limit: int
+    cursor: str | None = None
+    statuses: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+# ---------------------------------------------------------------- roles
+
+
+def decidable_statuses(user: User) -> tuple[str, ...]:
+    """Statuses this user may decide: seniors take escalated items too; others none."""
+    if has_capability(user, "decide_escalated"):
+        return (RecommendationStatus.PENDING, RecommendationStatus.ESCALATED)
+    if has_capability(user, "decide"):
+        return (RecommendationStatus.PENDING,)
+    return ()
+
+
+def queue_statuses(*, user: User, filters: QueueFilters) -> tuple[str, ...]:
+    """The statuses a page shows: the user's own work by default, or what the filters ask."""
+    statuses: tuple[str, ...] = decidable_statuses(user) or tuple(OPEN_STATUSES)
+    if filters.status:
+        statuses = (filters.status,)
+    if filters.escalated == "yes":
+        statuses = tuple(s for s in statuses if s == RecommendationStatus.ESCALATED) if filters.status else (
+            RecommendationStatus.ESCALATED,
+        )
+    elif filters.escalated == "no":
+        statuses = tuple(s for s in statuses if s != RecommendationStatus.ESCALATED)
+    return tuple(str(s) for s in statuses)
+
+
+# ---------------------------------------------------------------- cursor
+
+
+def encode_cursor(value: Any, pk: int) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([value, pk], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, pk = json.loads(raw)
+        pk = int(pk)
+        if SORTS[sort][0] == "created_at":
+            value = parse_datetime(value)
+            if value is None:
+                raise ValueError("bad timestamp")
+        else:
+            value = float(value)
+    except (ValueError, TypeError, json.JSONDecodeError, KeyError) as exc:
+        raise InvalidCursor("The page cursor is not valid for this sort order.") from exc
+    return value, pk
+
+
+# ---------------------------------------------------------------- queryset
+
+
+def queue_queryset(*, user: User, filters: QueueFilters) -> QuerySet[Recommendation]:
+    """Filtered and ordered, not yet sliced. One query, members and offers joined in."""
+    statuses = queue_statuses(user=user, filters=filters)
+    qs = (
+        Recommendation.objects.filter(status__in=statuses)
+        .select_related("member", "offer")
+        # The alternatives are only needed on the detail page.
+        .defer("alternatives", "member__name", "member__email", "member__birth_date")
+        .annotate(interval_width=F("p_high") - F("p_low"))
+    )
+    if filters.offer == NO_OFFER:
+        qs = qs.filter(offer__isnull=True)
+    elif filters.offer:
+        qs = qs.filter(offer__code=filters.offer)
+    if filters.tier:
+        qs = qs.filter(member__tier=filters.tier)
+    if filters.region:
+        qs = qs.filter(member__region=filters.region)
+    if filters.risk:
+        low, high = RISK_BANDS[filters.risk]
+        qs = qs.filter(probability__gt=low, probability__lte=high)
+    if filters.confidence:
+        low, high = CONFIDENCE_BANDS[filters.confidence]
+        qs = qs.filter(interval_width__gte=low, interval_width__lt=high)
+    if filters.model is not None:
+        qs = qs.filter(model_version_id=filters.model)
+    if filters.member:
+        qs = qs.filter(member__member_id=filters.member)
+    key, descending = SORTS[filters.sort]
+    order = F(key).desc() if descending else F(key).asc()
+    return qs.order_by(order, "id")
+
+
+def _after_cursor(qs: QuerySet, *, sort: str, value: Any, pk: int) -> QuerySet:
+    key, descending = SORTS[sort]
+    if descending:
+        # The first condition bounds the index range; the second breaks ties by id.
+        return qs.filter(Q(**{f"{key}__lte": value})).filter(
+            Q(**{f"{key}__lt": value}) | Q(**{key: value, "id__gt": pk})
+        )
+    return qs.filter(Q(**{f"{key}__gte": value})).filter(
+        Q(**{f"{key}__gt": value}) | Q(**{key: value, "id__gt": pk})
+    )
+
+
+def queue_page(
+    *,
+    user: User,
+    filters: QueueFilters | Mapping[str, Any] | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> QueuePage:
+    """One page of the queue. Cost is independent of the queue's size and the page number."""
+    if not isinstance(filters, QueueFilters):
+        filters = QueueFilters.from_params(filters or {})
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    qs = queue_queryset(user=user, filters=filters)
+    if cursor:
+        value, pk = decode_cursor(cursor, filters.sort)
+        qs = _after_cursor(qs, sort=filters.sort, value=value, pk=pk)
+    recs = list(qs[: limit + 1])
+    next_cursor = None
+    if len(recs) > limit:
+        recs = recs[:limit]
+        last = recs[-1]
+        next_cursor = encode_cursor(getattr(last, SORTS[filters.sort][0]), last.pk)
+    return QueuePage(
+        rows=build_rows(recs, user=user),
+        next_cursor=next_cursor,
+        filters=filters,
+        limit=limit,
+        cursor=cursor,
+        statuses=queue_statuses(user=user, filters=filters),
+    )
+
+
+# ---------------------------------------------------------------- rows
+
+
+def feature_names(model_version: ModelVersion) -> list[str]:
+    return [f["name"] for f in (model_version.feature_schema or {}).get("features", [])]
+
+
+def _feature_names_by_version(version_ids: set[int]) -> dict[int, list[str]]:
+    versions = ModelVersion.objects.filter(id__in=version_ids).only("id", "feature_schema")
+    return {v.id: feature_names(v) for v in versions}
+
+
+def recommendation_arrays(rec: Recommendation) -> tuple[np.ndarray, np.ndarray]:
+    """(features, shap values) as float32 arrays in the model's feature order."""
+    shap = np.frombuffer(bytes(rec.shap_values), dtype=np.float32)
+    feats = np.frombuffer(bytes(rec.features), dtype=np.float32)
+    return feats, shap
+
+
+def recommendation_drivers(rec: Recommendation, names: list[str], top: int = 3) -> list[dict]:
+    feats, shap = recommendation_arrays(rec)
+    n = min(len(names), len(shap), len(feats))
+    if n == 0:
+        return []
+    return describe_drivers(names[:n], feats[:n], shap[:n], top=top)
+
+
+def age_label(created_at: datetime, now: datetime | None = None) -> str:
+    seconds = max(0, int(((now or timezone.now()) - created_at).total_seconds()))
+    if seconds < 3600:
+        return f"{max(1, seconds // 60)} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def reason_texts(route_reasons: Any) -> list[str]:
+    """route_reasons as plain sentences, whatever shape the router stored."""
+    out = []
+    for reason in route_reasons or []:
+        if isinstance(reason, dict):
+            out.append(str(reason.get("text") or reason.get("message") or reason.get("code") or reason))
+        else:
+            out.append(str(reason))
+    return out
+
+
+def bulk_refusal(rec: Recommendation) -> str:
+    """Why an item cannot be bulk approved, or "" when it can."""
+    if rec.status == RecommendationStatus.ESCALATED or rec.route == "senior":
+        return "escalated: needs an individual decision by a senior manager"
+    if rec.offer is not None and rec.offer.high_stakes:
+        return f"high-stakes offer {rec.offer.code}: decide it individually"
+    if rec.status != RecommendationStatus.PENDING:
+        return f"not open (status {rec.status})"
+    return ""
+
+
+def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
+    names = _feature_names_by_version({r.model_version_id for r in recs}) if recs else {}
+    allowed = set(decidable_statuses(user))
+    now = timezone.now()
+    return [
+        QueueRow(
+            rec=rec,
+            drivers=recommendation_drivers(rec, names.get(rec.model_version_id, [])),
+            age=age_label(rec.created_at, now),
+            can_decide=rec.status in allowed,
+            bulk_eligible=rec.status in allowed and not bulk_refusal(rec),
+            reasons=reason_texts(rec.route_reasons),
+        )
+        for rec in recs
+    ]
+
+
+def queue_row(*, user: User, recommendation_id: int) -> QueueRow:
+    """One row, for an htmx swap after a decision, with the decision that closed it."""
+    rec = (
+        Recommendation.objects.select_related("member", "offer")
+        .defer("alternatives", "member__name", "member__email", "member__birth_date")
+        .get(pk=recommendation_id)
+    )
+    row = build_rows([rec], user=user)[0]
+    row.last_decision = rec.decisions.order_by("-sequence").first()
+    return row
+
+
+# ---------------------------------------------------------------- counts and lists
+
+
+def _count_key(status: str) -> str:
+    return f"{COUNT_CACHE_PREFIX}{status}"
+
+
+def queue_status_counts() -> dict[str, int]:
+    """Items per status: one GROUP BY over the status index, cached for a few seconds."""
+    statuses = list(RecommendationStatus.values)
+    keys = [_count_key(s) for s in statuses]
+    cached = cache.get_many(keys)
+    if len(cached) == len(keys):
+        return {s: int(cached[_count_key(s)]) for s in statuses}
+    counts = dict.fromkeys(statuses, 0)
+    for row in Recommendation.objects.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    cache.set_many({_count_key(s): n for s, n in counts.items()}, settings.QUEUE_COUNTS_CACHE_SECONDS)
+    return counts
+
+
+def queue_counts_shift(old_status: str, new_status: str) -> None:
+    """Keep cached counts right after a decision without recounting a million rows."""
+    for status, delta in ((old_status, -1), (new_status, 1)):
+        try:
+            cache.incr(_count_key(status), delta)
+        except ValueError:
+            pass  # not cached: the next read recounts
+
+
+def filter_choices() -> dict[str, list]:
+    """Options for the filter bar. Offers and models are small tables."""
+    return {
+        "offers": list(Offer.objects.order_by("code").values_list("code", "name")),
+        "tiers": list(Tier.values),
+        "models": list(ModelVersion.objects.order_by("-id").values_list("id", "status")[:20]),
+        "statuses": list(RecommendationStatus.values),
+        "risks": list(RISK_BANDS),
+        "confidences": list(CONFIDENCE_BANDS),
+        "sorts": list(SORT_LABELS.items()),
+    }
+
+
+def override_offers() -> list[Offer]:
+    return list(Offer.objects.filter(active=True).order_by("code").only("id", "code", "name"))
+
+
+def recommendation_get(*, recommendation_id: int) -> Recommendation:
+    return Recommendation.objects.select_related("member", "offer", "model_version", "run").get(
+        pk=recommendation_id
+    )
+
+
+def member_purchase_history(*, member_id: int, until: datetime | None = None, months: int = 12) -> list[dict]:
+    """Purchases per calendar month for the sparkline, oldest first, missing months as 0."""
+    end = until or timezone.now()
+    month_starts = []
+    year, month = end.year, end.month
+    for _ in range(months):
+        month_starts.append(f"{year:04d}-{month:02d}")
+        month -= 1
+        if month == 0:
+            year, month = year - 1, 12
+    month_starts.reverse()
+    start = datetime(int(month_starts[0][:4]), int(month_starts[0][5:]), 1, tzinfo=end.tzinfo or timezone.utc)
+    rows = (
+        Event.objects.filter(
+            member_id=member_id, kind=EventKind.PURCHASE, occurred_at__gte=start, occurred_at__lte=end
+        )
+        .annotate(month=TruncMonth("occurred_at"))
+        .values("month")
+        .annotate(n=Count("id"))
+        .order_by("month")
+    )
+    counts = {r["month"].strftime("%Y-%m"): r["n"] for r in rows}
+    return [{"month": m, "purchases": counts.get(m, 0)} for m in month_starts]
+
+
+def decision_history(*, recommendation_id: int) -> list[Decision]:
+    return list(
+        Decision.objects.filter(recommendation_id=recommendation_id)
+        .select_related("chosen_offer")
+        .order_by("sequence")
+    )
+
+
+def with_filters(filters: QueueFilters, **changes: Any) -> QueueFilters:
+    return replace(filters, **changes)
+
+
+@dataclass
+class DetailRow(QueueRow):
+    features: list[dict] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRow:
+    """Everything the API's detail answer shows; raises Recommendation.DoesNotExist."""
+    rec = recommendation_get(recommendation_id=recommendation_id)
+    names = feature_names(rec.model_version)
+    feats, shap = recommendation_arrays(rec)
+    n = min(len(names), len(shap), len(feats))
+    base = build_rows([rec], user=user)[0]
+    return DetailRow(
+        **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons")},
+        features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
+        decisions=decision_history(recommendation_id=rec.pk),
+    )

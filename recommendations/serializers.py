@@ -1,0 +1,186 @@
+"""API shapes for the review desk. Input validation of shape only; rules live in decisions.py."""
+
+from __future__ import annotations
+
+import numpy as np
+from rest_framework import serializers
+
+from recommendations.decisions import ACTIONS, REASON_CODES
+from recommendations.models import Decision, ModelVersion, ScoringRun
+from recommendations.queue import CONFIDENCE_BANDS, RISK_BANDS, SORTS
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    code = serializers.CharField()
+
+
+class DriverSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    text = serializers.CharField()
+    effect = serializers.CharField(help_text='"raises engagement" or "lowers engagement"')
+    shap = serializers.FloatField()
+    value = serializers.FloatField(required=False)
+
+
+class QueueItemSerializer(serializers.Serializer):
+    """One queue row (a queue.QueueRow): what a manager needs to decide, no PII."""
+
+    id = serializers.IntegerField(source="rec.pk")
+    member_id = serializers.CharField(source="rec.member.member_id")
+    tier = serializers.CharField(source="rec.member.tier")
+    region = serializers.CharField(source="rec.member.region")
+    offer_code = serializers.SerializerMethodField()
+    offer_name = serializers.SerializerMethodField()
+    high_stakes = serializers.SerializerMethodField()
+    expected_value = serializers.FloatField(source="rec.expected_value")
+    ev_low = serializers.FloatField(source="rec.ev_low")
+    ev_high = serializers.FloatField(source="rec.ev_high")
+    probability = serializers.FloatField(source="rec.probability")
+    p_low = serializers.FloatField(source="rec.p_low")
+    p_high = serializers.FloatField(source="rec.p_high")
+    churn_risk = serializers.SerializerMethodField()
+    priority = serializers.FloatField(source="rec.priority")
+    status = serializers.CharField(source="rec.status")
+    route = serializers.CharField(source="rec.route")
+    route_reasons = serializers.ListField(source="reasons", child=serializers.CharField())
+    drivers = DriverSerializer(many=True)
+    model_version = serializers.IntegerField(source="rec.model_version_id")
+    created_at = serializers.DateTimeField(source="rec.created_at")
+    age = serializers.CharField()
+    can_decide = serializers.BooleanField()
+    bulk_eligible = serializers.BooleanField()
+
+    def get_offer_code(self, row) -> str | None:
+        return row.rec.offer.code if row.rec.offer else None
+
+    def get_offer_name(self, row) -> str:
+        return row.rec.offer.name if row.rec.offer else "No action"
+
+    def get_high_stakes(self, row) -> bool:
+        return bool(row.rec.offer and row.rec.offer.high_stakes)
+
+    def get_churn_risk(self, row) -> float:
+        return 1.0 - row.rec.probability
+
+
+class QueuePageSerializer(serializers.Serializer):
+    results = QueueItemSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+    limit = serializers.IntegerField()
+
+
+class QueueQuerySerializer(serializers.Serializer):
+    """Query parameters of the list endpoint (documented; parsing is QueueFilters.from_params)."""
+
+    offer = serializers.CharField(required=False, help_text='offer code, or "none" for No action')
+    tier = serializers.CharField(required=False)
+    region = serializers.CharField(required=False)
+    risk = serializers.ChoiceField(choices=list(RISK_BANDS), required=False, help_text="churn risk band")
+    confidence = serializers.ChoiceField(choices=list(CONFIDENCE_BANDS), required=False)
+    model = serializers.IntegerField(required=False)
+    status = serializers.CharField(required=False)
+    escalated = serializers.ChoiceField(choices=["yes", "no"], required=False)
+    member = serializers.CharField(required=False, help_text="exact external member id")
+    sort = serializers.ChoiceField(choices=list(SORTS), required=False, default="priority")
+    cursor = serializers.CharField(required=False, help_text="next_cursor of the previous page")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class AlternativeSerializer(serializers.Serializer):
+    code = serializers.CharField(allow_blank=True, allow_null=True)
+    p_response = serializers.FloatField(required=False)
+    p_low = serializers.FloatField(required=False)
+    p_high = serializers.FloatField(required=False)
+    ev = serializers.FloatField()
+    ev_low = serializers.FloatField(required=False)
+    ev_high = serializers.FloatField(required=False)
+
+
+class FeatureContributionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    value = serializers.FloatField()
+    shap = serializers.FloatField()
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    chosen_offer_code = serializers.SerializerMethodField()
+    shown_shap_values = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = [
+            "id", "recommendation", "sequence", "at", "actor_label", "action", "chosen_offer_code",
+            "reason_code", "reason_text", "compensates", "model_version", "shown_probability",
+            "shown_p_low", "shown_p_high", "shown_expected_value", "shown_shap_values",
+            "label_offer_code", "is_feedback",
+        ]
+        read_only_fields = fields
+
+    def get_chosen_offer_code(self, obj: Decision) -> str | None:
+        return obj.chosen_offer.code if obj.chosen_offer_id else None
+
+    def get_shown_shap_values(self, obj: Decision) -> list[float]:
+        return np.frombuffer(bytes(obj.shown_shap_values), dtype=np.float32).astype(float).tolist()
+
+
+class QueueItemDetailSerializer(QueueItemSerializer):
+    points_balance = serializers.IntegerField(source="rec.member.points_balance")
+    as_of = serializers.DateField(source="rec.as_of")
+    shap_base = serializers.FloatField(source="rec.shap_base")
+    alternatives = AlternativeSerializer(source="rec.alternatives", many=True)
+    features = FeatureContributionSerializer(many=True)
+    model_metrics = serializers.DictField(source="rec.model_version.metrics")
+    decisions = DecisionSerializer(many=True)
+
+
+class DecideRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=list(ACTIONS))
+    chosen_offer_code = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text='override only; "" = no action'
+    )
+    reason_code = serializers.ChoiceField(choices=["", *REASON_CODES], required=False, default="")
+    reason_text = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="", help_text="required to escalate")
+
+
+class BulkDecideRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["approve"], default="approve")
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=500)
+
+
+class RefusalSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class BulkResultSerializer(serializers.Serializer):
+    approved = serializers.ListField(child=serializers.IntegerField())
+    refused = RefusalSerializer(many=True)
+    decisions = DecisionSerializer(many=True)
+
+
+class ScoringRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScoringRun
+        fields = [
+            "id", "created_at", "model_version", "as_of", "status", "chunk_size", "chunks_total",
+            "chunks_done", "members_total", "members_scored", "members_skipped_no_consent",
+            "started_at", "finished_at", "error",
+        ]
+        read_only_fields = fields
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    features = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "created_at", "algorithm", "sha256", "as_of", "horizon_days", "train_start",
+            "params", "metrics", "offer_policy", "status", "status_history", "notes", "features",
+        ]
+        read_only_fields = fields
+
+    def get_features(self, obj: ModelVersion) -> list[str]:
+        return [f.get("name", "") for f in (obj.feature_schema or {}).get("features", [])]

@@ -1,0 +1,48 @@
+"""Small formatting filters for the review desk templates."""
+
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def pct(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value) * 100:.{int(digits)}f}%"
+
+
+@register.filter
+def svgx(value: float | None) -> str:
+    """A probability as an x coordinate on a 0..100 SVG scale, clamped."""
+    if value is None:
+        return "0"
+    return f"{min(100.0, max(0.0, float(value) * 100)):.1f}"
+
+
+@register.filter
+def money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):,.2f}"
+
+
+@register.filter
+def signed_money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):+,.2f}"
+
+
+@register.filter
+def churn(probability: float | None) -> str:
+    if probability is None:
+        return "–"
+    return f"{(1 - float(probability)) * 100:.0f}%"
+
+
+@register.filter
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,180 @@
+/* Review desk: keyboard navigation, row forms, bulk selection and plotly charts.
+   Loaded as a file (the CSP forbids inline scripts); works on the queue and detail pages. */
+(function () {
+  "use strict";
+
+  var selectedId = null;
+
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("#queue tr.qrow"));
+  }
+
+  function current() {
+    return selectedId ? document.getElementById("rec-" + selectedId) : null;
+  }
+
+  function select(row) {
+    rows().forEach(function (r) { r.classList.remove("selected"); r.removeAttribute("aria-selected"); });
+    if (!row) { selectedId = null; return; }
+    selectedId = row.dataset.id;
+    row.classList.add("selected");
+    row.setAttribute("aria-selected", "true");
+    row.scrollIntoView({ block: "nearest" });
+  }
+
+  function move(delta) {
+    var all = rows();
+    if (!all.length) { return; }
+    var row = current();
+    var i = row ? all.indexOf(row) : -1;
+    var next = i < 0 ? 0 : Math.min(all.length - 1, Math.max(0, i + delta));
+    select(all[next]);
+  }
+
+  function isTyping(target) {
+    var tag = target && target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
+  }
+
+  function closeForms(row) {
+    (row || document).querySelectorAll("form.rowform").forEach(function (f) { f.hidden = true; });
+  }
+
+  function openForm(row, kind) {
+    if (!row) { return; }
+    var form = row.querySelector("form.act-" + kind);
+    if (!form) { return; }
+    closeForms(row);
+    form.hidden = false;
+    var first = form.querySelector("select[name=reason_code], textarea, input:not([type=hidden]), select");
+    if (kind === "override") { first = form.querySelector("select[name=chosen_offer_code]") || first; }
+    if (first) { first.focus(); }
+  }
+
+  function submit(form) {
+    if (!form) { return; }
+    if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
+  }
+
+  function updateBulkCount() {
+    var n = document.querySelectorAll("input.bulk-box:checked").length;
+    var out = document.getElementById("bulk-count");
+    if (out) { out.textContent = String(n); }
+  }
+
+  function toggleHelp(force) {
+    var help = document.getElementById("help");
+    if (!help) { return; }
+    help.hidden = typeof force === "boolean" ? !force : !help.hidden;
+    if (!help.hidden) { var b = help.querySelector(".help-close"); if (b) { b.focus(); } }
+  }
+
+  function nextOpenRow(from) {
+    var all = rows();
+    for (var i = all.indexOf(from) + 1; i < all.length; i++) {
+      if (all[i].querySelector("form.act-approve")) { return all[i]; }
+    }
+    return from;
+  }
+
+  document.addEventListener("keydown", function (ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+    if (ev.key === "Escape") {
+      toggleHelp(false);
+      closeForms(null);
+      if (document.activeElement && isTyping(document.activeElement)) { document.activeElement.blur(); }
+      var back = document.getElementById("back-link");
+      if (back && !document.getElementById("queue")) { window.location.href = back.href; }
+      return;
+    }
+    if (isTyping(ev.target)) { return; }
+    if (ev.key === "?") { toggleHelp(); ev.preventDefault(); return; }
+    if (!document.getElementById("queue")) { return; }
+    var row = current();
+    switch (ev.key) {
+      case "j": move(1); break;
+      case "k": move(-1); break;
+      case "a": if (row) { submit(row.querySelector("form.act-approve")); } break;
+      case "o": openForm(row, "override"); break;
+      case "e": openForm(row, "escalate"); break;
+      case "u": if (row) { submit(row.querySelector("form.act-undo")); } break;
+      case "x":
+        if (row) {
+          var box = row.querySelector("input.bulk-box");
+          if (box && !box.disabled) { box.checked = !box.checked; updateBulkCount(); }
+        }
+        break;
+      case "Enter": if (row) { window.location.href = row.dataset.detailUrl; } break;
+      case "/": var m = document.querySelector("#filters input[name=member]"); if (m) { m.focus(); } break;
+      default: return;
+    }
+    ev.preventDefault();
+  });
+
+  document.addEventListener("click", function (ev) {
+    var t = ev.target;
+    if (!(t instanceof Element)) { return; }
+    var toggle = t.closest("button.toggle-form");
+    if (toggle) {
+      var form = document.getElementById(toggle.dataset.form);
+      var row = toggle.closest("tr.qrow");
+      if (row) { select(row); }
+      if (form && form.hidden) { openForm(row, form.classList.contains("act-override") ? "override" : "escalate"); }
+      else if (form) { form.hidden = true; }
+      return;
+    }
+    if (t.closest("#help-button")) { toggleHelp(); return; }
+    if (t.closest(".help-close") || t.id === "help") { toggleHelp(false); return; }
+    var clicked = t.closest("tr.qrow");
+    if (clicked && clicked.dataset.id !== selectedId) { select(clicked); }
+  });
+
+  document.addEventListener("change", function (ev) {
+    if (ev.target instanceof Element && ev.target.matches("input.bulk-box")) { updateBulkCount(); }
+  });
+
+  // After htmx replaces a decided row, keep the place and move on to the next open item.
+  document.body.addEventListener("htmx:afterSwap", function (ev) {
+    var row = ev.detail && ev.detail.target;
+    var swapped = selectedId ? document.getElementById("rec-" + selectedId) : null;
+    if (swapped && swapped.querySelector(".rowmsg.error")) { select(swapped); return; }
+    if (swapped && !swapped.querySelector("form.act-approve")) { select(nextOpenRow(swapped)); }
+    else if (swapped) { select(swapped); }
+    else if (row && row.classList && row.classList.contains("qrow")) { select(row); }
+    updateBulkCount();
+  });
+
+  // Bulk approval needs a selection; the server shows the confirmation with the count.
+  var bulk = document.getElementById("bulk-form");
+  if (bulk) {
+    bulk.addEventListener("submit", function (ev) {
+      if (!document.querySelectorAll("input.bulk-box:checked").length) {
+        ev.preventDefault();
+        var out = document.getElementById("bulk-count");
+        if (out) { out.parentElement.classList.add("shake"); }
+      }
+    });
+  }
+
+  // Plotly charts: figures come from <script type="application/json"> blocks.
+  function drawCharts() {
+    if (!window.Plotly) { return; }
+    document.querySelectorAll("[data-chart]").forEach(function (el) {
+      var src = document.getElementById(el.dataset.chart);
+      if (!src) { return; }
+      var fig = JSON.parse(src.textContent);
+      window.Plotly.newPlot(el, fig.data, fig.layout, { displayModeBar: false, responsive: true });
+      el.classList.add("drawn");
+    });
+  }
+
+  // Lets tests (and anyone) know the shortcuts are live.
+  document.body.dataset.deskReady = "1";
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { drawCharts(); updateBulkCount(); });
+  } else {
+    drawCharts();
+    updateBulkCount();
+  }
+})();
