@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
-from loyalty.models import Event, Member, Offer
-
-
-def program_summary() -> dict[str, int]:
-    members = Member.objects.aggregate(total=Count("id"))["total"]
-    consenting = Member.objects.filter(consent_profiling=True).count()
-    return {
-        "members": members,
-        "consenting_members": consenting,
-        "events": Event.objects.count(),
-        "active_offers": Offer.objects.filter(active=True).count(),
-    }
+from loyalty.models import Offer
 
 
 def offer_list(*, active_only: bool = False) -> QuerySet[Offer]:

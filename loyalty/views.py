@@ -8,13 +8,8 @@ from django.shortcuts import redirect, render
 
 from loyalty.models import Offer
 from loyalty.permissions import capability_required
-from loyalty.selectors import offer_get, offer_list, program_summary
+from loyalty.selectors import offer_get, offer_list
 from loyalty.services import offer_upsert
-
-
-@capability_required("view_queue")
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "loyalty/home.html", {"summary": program_summary()})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
