@@ -1,0 +1,297 @@
+"""Point-in-time member features: the one module used by training, scoring and what-if.
+
+No Django here. Input frames (the selectors and the simulator adapter produce them):
+
+- ``members``: one row per member with columns ``pk`` (int, the database primary key: the
+  feature frame is indexed by it), ``birth_year`` (int or NaN), ``tier`` (bronze..platinum),
+  ``points_balance`` (int), ``joined_at`` (date, datetime or NaT). ``gender`` and ``region``
+  may be present; they are never read here (see below).
+- ``events``: one row per event with ``member_pk`` (int, = members.pk), ``occurred_at``
+  (tz-aware UTC Timestamp), ``kind`` (loyalty.models.EventKind values), ``amount``,
+  ``points``, ``duration_seconds``, ``score`` (float or NaN), ``offer_code`` (str).
+
+Only events with ``occurred_at < as_of`` are read (strictly before), so a feature row for
+``as_of`` is exactly what was knowable at that instant. ``points_balance`` and ``tier`` are
+the member's *current* attributes; for historical snapshots (training at ``t0``) they are the
+best available proxy because the database keeps no history of them (documented leakage
+risk; they are slow-moving).
+
+Protected attributes: ``gender`` and ``region`` are NOT model inputs. They carry no
+legitimate signal for whether someone will keep buying, and feeding them would let the
+model (and its explanations) treat members differently by group. ``age`` IS an input,
+marked protected: life stage genuinely changes purchase rhythm, the fairness report
+monitors outcomes by age band, and what-if locks it (a manager cannot "change" a member's
+age to get a different offer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# loyalty.definitions has no Django imports: the label definitions are shared, not copied.
+from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS
+
+TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2, "platinum": 3}
+NO_HISTORY_DAYS = 730.0  # "days since" value for a member with no such event on record
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    # Plain-language template, formatted with value=<feature value>.
+    text: str
+    min: float
+    max: float
+    actionable: bool = False
+    protected: bool = False
+
+
+FEATURE_SPEC: list[FeatureSpec] = [
+    FeatureSpec("days_since_purchase", "last purchase {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("purchases_30d", "made {value:.0f} purchases in 30 days", 0, 60, actionable=True),
+    FeatureSpec("purchases_90d", "made {value:.0f} purchases in 90 days", 0, 150, actionable=True),
+    FeatureSpec("purchases_180d", "made {value:.0f} purchases in 180 days", 0, 300),
+    FeatureSpec("purchases_365d", "made {value:.0f} purchases in a year", 0, 500),
+    FeatureSpec("spend_30d", "spent {value:.0f} in 30 days", 0, 5_000, actionable=True),
+    FeatureSpec("spend_90d", "spent {value:.0f} in 90 days", 0, 15_000, actionable=True),
+    FeatureSpec("spend_365d", "spent {value:.0f} in a year", 0, 50_000),
+    FeatureSpec("avg_basket_365d", "average basket {value:.0f}", 0, 2_000),
+    FeatureSpec(
+        "purchase_trend_30_60",
+        "purchase rate last 30 days vs the 60 before: {value:+.2f}/month",
+        -30, 30,
+    ),
+    FeatureSpec(
+        "spend_trend_90_90",
+        "spend last 90 days vs the 90 before: {value:+.0f}",
+        -10_000, 10_000,
+    ),
+    FeatureSpec("mean_gap_days", "buys every {value:.0f} days on average", 0, 365),
+    FeatureSpec("gap_ratio", "current gap is {value:.1f}x the usual gap", 0, 50),
+    FeatureSpec("sessions_30d", "visited {value:.0f} times in 30 days", 0, 200, actionable=True),
+    FeatureSpec("sessions_90d", "visited {value:.0f} times in 90 days", 0, 500, actionable=True),
+    FeatureSpec("session_minutes_90d", "spent {value:.0f} minutes in app in 90 days", 0, 5_000, actionable=True),
+    FeatureSpec("days_since_session", "last visit {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("redemptions_90d", "redeemed points {value:.0f} times in 90 days", 0, 50, actionable=True),
+    FeatureSpec("points_redeemed_365d", "redeemed {value:.0f} points in a year", 0, 200_000),
+    FeatureSpec("feedback_count_365d", "gave feedback {value:.0f} times in a year", 0, 50),
+    FeatureSpec("feedback_mean_365d", "average feedback score {value:.1f} (0 = none)", 0, 5),
+    FeatureSpec("points_balance", "holds {value:.0f} points", 0, 500_000, actionable=True),
+    FeatureSpec("tenure_days", "member for {value:.0f} days", 0, 10_000),
+    FeatureSpec("tier_rank", "tier rank {value:.0f} (0 bronze .. 3 platinum)", 0, 3, actionable=True),
+    FeatureSpec("age", "aged {value:.0f}", 16, 100, protected=True),
+    FeatureSpec("offers_received_365d", "received {value:.0f} offers in a year", 0, 100),
+    FeatureSpec("offer_response_rate", "responded to {value:.0%} of past offers", 0, 1),
+    FeatureSpec("days_since_offer", "last offer {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+]
+FEATURE_NAMES: list[str] = [spec.name for spec in FEATURE_SPEC]
+FEATURE_BY_NAME: dict[str, FeatureSpec] = {spec.name: spec for spec in FEATURE_SPEC}
+
+
+def _as_utc(ts) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _event_times_ns(events: pd.DataFrame) -> np.ndarray:
+    occurred = events["occurred_at"]
+    if not isinstance(occurred.dtype, pd.DatetimeTZDtype):
+        occurred = pd.to_datetime(occurred, utc=True)
+    return occurred.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").array.asi8
+
+
+def _date_days_before(values: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
+    """Days from a date column to as_of (NaN when missing)."""
+    dates = pd.to_datetime(values, errors="coerce", utc=True)
+    return ((as_of - dates).dt.total_seconds() / 86_400).to_numpy(dtype=float)
+
+
+def events_before(events: pd.DataFrame, as_of) -> pd.DataFrame:
+    """The events knowable at as_of: strictly before it."""
+    as_of = _as_utc(as_of)
+    return events[_event_times_ns(events) < as_of.value]
+
+
+def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.DataFrame:
+    """Feature frame indexed by member pk, columns in FEATURE_SPEC order (float64).
+
+    Vectorized with np.bincount over integer member positions: one pass per feature family.
+    """
+    as_of = _as_utc(as_of)
+    pks = members["pk"].to_numpy()
+    n = len(pks)
+    index = pd.Index(pks, name="member_pk")
+
+    t_ns = _event_times_ns(events) if len(events) else np.zeros(0, dtype=np.int64)
+    pos = index.get_indexer(events["member_pk"].to_numpy()) if len(events) else np.zeros(0, int)
+    keep = (t_ns < as_of.value) & (pos >= 0)
+    days = (as_of.value - t_ns[keep]) / DAY_NS  # > 0
+    pos = pos[keep]
+    ev = events.loc[keep] if len(events) else events
+    kind = ev["kind"].to_numpy() if len(ev) else np.zeros(0, dtype=object)
+    amount = ev["amount"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
+
+    def count(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = None if weights is None else weights[mask]
+        return np.bincount(pos[mask], weights=w, minlength=n).astype(float)
+
+    def min_days(mask: np.ndarray) -> np.ndarray:
+        out = np.full(n, np.inf)
+        np.minimum.at(out, pos[mask], days[mask])
+        return out
+
+    out: dict[str, np.ndarray] = {}
+    purchase = kind == ENGAGEMENT_EVENT_KIND
+    within = {w: days <= w for w in (30, 60, 90, 180, 365)}
+    for w in (30, 90, 180, 365):
+        out[f"purchases_{w}d"] = count(purchase & within[w])
+    for w in (30, 90, 365):
+        out[f"spend_{w}d"] = count(purchase & within[w], amount)
+    last_purchase = min_days(purchase)
+    out["days_since_purchase"] = np.minimum(last_purchase, NO_HISTORY_DAYS)
+    out["avg_basket_365d"] = np.divide(
+        out["spend_365d"], out["purchases_365d"], out=np.zeros(n), where=out["purchases_365d"] > 0
+    )
+    prev_60 = count(purchase & ~within[30] & within[90])
+    out["purchase_trend_30_60"] = out["purchases_30d"] - prev_60 / 2.0
+    spend_prev_90 = count(purchase & ~within[90] & within[180], amount)
+    out["spend_trend_90_90"] = out["spend_90d"] - spend_prev_90
+
+    # Mean inter-purchase gap over the last year: (last - first) / (n - 1).
+    first_365 = np.full(n, -np.inf)
+    sel = purchase & within[365]
+    np.maximum.at(first_365, pos[sel], days[sel])
+    n365 = out["purchases_365d"]
+    mean_gap = np.where(n365 >= 2, (first_365 - np.minimum(last_purchase, 365)) / np.maximum(n365 - 1, 1), 365.0)
+    out["mean_gap_days"] = np.clip(mean_gap, 0.0, 365.0)
+    out["gap_ratio"] = np.clip(
+        out["days_since_purchase"] / np.maximum(out["mean_gap_days"], 1.0), 0.0, 50.0
+    )
+
+    session = kind == "session"
+    out["sessions_30d"] = count(session & within[30])
+    out["sessions_90d"] = count(session & within[90])
+    duration = ev["duration_seconds"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
+    out["session_minutes_90d"] = count(session & within[90], duration) / 60.0
+    out["days_since_session"] = np.minimum(min_days(session), NO_HISTORY_DAYS)
+
+    redemption = kind == "redemption"
+    points = ev["points"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
+    out["redemptions_90d"] = count(redemption & within[90])
+    out["points_redeemed_365d"] = count(redemption & within[365], np.abs(points))
+
+    score = ev["score"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
+    feedback = (kind == "feedback") & within[365] & ~np.isnan(score)
+    out["feedback_count_365d"] = count(feedback)
+    score_sum = count(feedback, np.nan_to_num(score))
+    out["feedback_mean_365d"] = np.divide(
+        score_sum, out["feedback_count_365d"], out=np.zeros(n), where=out["feedback_count_365d"] > 0
+    )
+
+    out["points_balance"] = members["points_balance"].fillna(0).to_numpy(dtype=float)
+    tenure = _date_days_before(members["joined_at"], as_of)
+    out["tenure_days"] = np.clip(np.nan_to_num(tenure, nan=0.0), 0.0, None)
+    out["tier_rank"] = members["tier"].map(TIER_RANK).fillna(0).to_numpy(dtype=float)
+    birth_year = pd.to_numeric(members["birth_year"], errors="coerce").to_numpy(dtype=float)
+    age = as_of.year - birth_year
+    # Unknown age gets the middle of the sensible range, not 0 (which would look like a child).
+    out["age"] = np.where(np.isnan(age), 45.0, age)
+
+    sent = kind == "offer_sent"
+    out["offers_received_365d"] = count(sent & within[365])
+    out["days_since_offer"] = np.minimum(min_days(sent), NO_HISTORY_DAYS)
+    exposures = offer_exposures(ev.assign(member_pk=pks[pos]) if len(ev) else events, as_of)
+    if len(exposures):
+        e_pos = index.get_indexer(exposures["member_pk"].to_numpy())
+        closed = np.bincount(e_pos, minlength=n).astype(float)
+        responded = np.bincount(e_pos, weights=exposures["responded"].to_numpy(float), minlength=n)
+        out["offer_response_rate"] = np.divide(responded, closed, out=np.zeros(n), where=closed > 0)
+    else:
+        out["offer_response_rate"] = np.zeros(n)
+
+    frame = pd.DataFrame({name: out[name] for name in FEATURE_NAMES}, index=index)
+    return frame.astype(float)
+
+
+def offer_exposures(events: pd.DataFrame, as_of) -> pd.DataFrame:
+    """Offers sent whose RESPONSE_WINDOW_DAYS window closed before as_of, and whether answered.
+
+    Columns: member_pk, offer_code, sent_at (UTC Timestamp), responded (bool). A send counts
+    as answered when an offer_redeemed with the same member and offer code follows within
+    [sent_at, sent_at + RESPONSE_WINDOW_DAYS days]. Only events before as_of are read.
+    """
+    as_of = _as_utc(as_of)
+    columns = ["member_pk", "offer_code", "sent_at", "responded"]
+    if not len(events):
+        return pd.DataFrame(columns=columns)
+    t_ns = _event_times_ns(events)
+    window_ns = RESPONSE_WINDOW_DAYS * DAY_NS
+    kinds = events["kind"].to_numpy()
+    sent_mask = (kinds == "offer_sent") & (t_ns + window_ns <= as_of.value)
+    red_mask = (kinds == "offer_redeemed") & (t_ns < as_of.value)
+    sent = pd.DataFrame({
+        "member_pk": events["member_pk"].to_numpy()[sent_mask],
+        "offer_code": events["offer_code"].to_numpy()[sent_mask].astype(str),
+        "t": t_ns[sent_mask],
+    })
+    sent["row"] = np.arange(len(sent))
+    red = pd.DataFrame({
+        "member_pk": events["member_pk"].to_numpy()[red_mask],
+        "offer_code": events["offer_code"].to_numpy()[red_mask].astype(str),
+        "t_red": t_ns[red_mask],
+    })
+    pairs = sent.merge(red, on=["member_pk", "offer_code"], how="inner")
+    hit = pairs[(pairs["t_red"] >= pairs["t"]) & (pairs["t_red"] <= pairs["t"] + window_ns)]
+    responded = np.zeros(len(sent), dtype=bool)
+    responded[hit["row"].to_numpy()] = True
+    return pd.DataFrame({
+        "member_pk": sent["member_pk"].to_numpy(),
+        "offer_code": sent["offer_code"].to_numpy(),
+        "sent_at": pd.to_datetime(sent["t"].to_numpy(), utc=True),
+        "responded": responded,
+    })
+
+
+def engagement_labels(members: pd.DataFrame, events: pd.DataFrame, as_of, horizon_days: int) -> pd.Series:
+    """1 when the member made >= 1 purchase in [as_of, as_of + horizon_days), else 0.
+
+    Indexed by member pk, in the order of ``members`` (loyalty.definitions: engaged).
+    """
+    start = _as_utc(as_of)
+    end = start + pd.Timedelta(days=horizon_days)
+    index = pd.Index(members["pk"].to_numpy(), name="member_pk")
+    if not len(events):
+        return pd.Series(np.zeros(len(index), dtype=int), index=index, name="engaged")
+    t_ns = _event_times_ns(events)
+    mask = (
+        (events["kind"].to_numpy() == ENGAGEMENT_EVENT_KIND)
+        & (t_ns >= start.value) & (t_ns < end.value)
+    )
+    buyers = pd.unique(events["member_pk"].to_numpy()[mask])
+    return pd.Series(index.isin(buyers).astype(int), index=index, name="engaged")
+
+
+def frames_from_program(members: pd.DataFrame, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Adapt simulator/CSV frames (keyed by member_id) to the pk-keyed frames used here.
+
+    Members without a ``pk`` get 1..n in their order; ``birth_year`` is derived from
+    ``birth_date`` when absent; events get ``member_pk`` through member_id.
+    """
+    members = members.copy()
+    if "pk" not in members:
+        members["pk"] = np.arange(1, len(members) + 1)
+    if "birth_year" not in members:
+        members["birth_year"] = pd.to_datetime(members["birth_date"], errors="coerce").dt.year
+    pk_by_id = pd.Series(members["pk"].to_numpy(), index=members["member_id"].astype(str))
+    events = events.copy()
+    events["member_pk"] = events["member_id"].astype(str).map(pk_by_id)
+    events = events[events["member_pk"].notna()]
+    events["member_pk"] = events["member_pk"].astype("int64")
+    if "score" in events:
+        events["score"] = pd.to_numeric(events["score"], errors="coerce")
+    events["offer_code"] = events["offer_code"].fillna("").astype(str)
+    return members, events

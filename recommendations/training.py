@@ -1,0 +1,345 @@
+"""Train the model bundle: engagement model, offer-response model, interval calibrators. No Django.
+
+Training set (engagement): features at ``t0 = as_of - horizon_days`` (events strictly before
+t0) and labels from ``[t0, as_of)``, so every label is known at ``as_of``. Members are split
+by pk into train (60%), calibration (20%) and holdout (20%); the holdout is used only for
+the metrics.
+
+Offer-response model: one row per offer exposure whose response window closed before
+as_of (features.offer_exposures). Its member features are taken from the closest feature
+snapshot at or before the send date (snapshots every ``SNAPSHOT_DAYS`` days counting back
+from as_of), so no row sees events after its offer was sent. Offer attributes are appended
+(one-hot code, one-hot kind, cost, value; scoring.response_design). Exposures are split by
+member with the same split as the engagement model. Without any exposures there is no
+response model and the bundle's offer policy is "default_policy" (scoring.default_offer_policy).
+
+Intervals: see ``IntervalCalibrator``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from recommendations.features import (
+    FEATURE_NAMES,
+    build_features,
+    engagement_labels,
+    offer_exposures,
+)
+from recommendations.scoring import (
+    DEFAULT_POLICY_PARAMS,
+    ModelBundle,
+    OfferTerms,
+    score_features,
+)
+
+ALGORITHMS = ("hgb", "rf")
+SNAPSHOT_DAYS = 30
+INTERVAL_LEVEL = 0.90
+# Sized for scoring throughput (TreeSHAP cost ~ trees x leaves x depth^2): see the report.
+HGB_PARAMS = {
+    "max_iter": 120, "learning_rate": 0.1, "max_leaf_nodes": 15, "max_depth": 5,
+    "min_samples_leaf": 40, "l2_regularization": 1.0, "early_stopping": True,
+    "validation_fraction": 0.15, "n_iter_no_change": 10,
+}
+RF_PARAMS = {"n_estimators": 60, "max_depth": 8, "min_samples_leaf": 30, "n_jobs": 1}
+RESPONSE_PARAMS = {
+    "max_iter": 100, "learning_rate": 0.08, "max_leaf_nodes": 15, "max_depth": 4,
+    "min_samples_leaf": 40, "l2_regularization": 1.0, "early_stopping": True,
+    "validation_fraction": 0.15, "n_iter_no_change": 10,
+}
+
+
+class IntervalCalibrator:
+    """Calibrated probability and its 90% interval from a model's raw probability.
+
+    Venn-ABERS (mapie._venn_abers.VennAbers, fitted on the calibration split) maps the raw
+    score to a calibrated probability and a multiprobability [p0, p1].
+    """
+
+    def __init__(self, level: float = INTERVAL_LEVEL) -> None:
+        self.level = level
+        self._va = None
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> IntervalCalibrator:
+        from mapie._venn_abers import VennAbers
+
+        raw = np.asarray(raw, dtype=float)
+        self._va = VennAbers()
+        self._va.fit(np.column_stack([1 - raw, raw]), np.asarray(y, dtype=int), precision=4)
+        return self
+
+    def predict(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raw = np.asarray(raw, dtype=float)
+        p_prime, p0_p1 = self._va.predict_proba(np.column_stack([1 - raw, raw]))
+        p = p_prime[:, 1]
+        low = np.minimum(p0_p1[:, 0], p)
+        high = np.maximum(p0_p1[:, 1], p)
+        return p, low, high
+
+
+def _split_members(pks: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(pks))
+    return {"train": pks[u < 0.6], "calib": pks[(u >= 0.6) & (u < 0.8)], "holdout": pks[u >= 0.8]}
+
+
+def _engagement_model(algorithm: str, seed: int):
+    if algorithm == "hgb":
+        return HistGradientBoostingClassifier(random_state=seed, **HGB_PARAMS)
+    if algorithm == "rf":
+        return RandomForestClassifier(random_state=seed, **RF_PARAMS)
+    raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+
+
+def _binary_metrics(y: np.ndarray, p: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(y, dtype=int)
+    pred = (p >= 0.5).astype(int)
+    both = len(np.unique(y)) == 2
+    out: dict[str, Any] = {
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+        "base_rate": float(y.mean()) if len(y) else float("nan"),
+        "interval_mean_width": float(np.mean(high - low)) if len(y) else float("nan"),
+    }
+    if both:
+        frac, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
+        out["calibration_curve"] = {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac.tolist()}
+    else:
+        out["calibration_curve"] = {"mean_predicted": [], "fraction_positive": []}
+    out["interval_coverage"] = interval_coverage_binned(y, p, low, high)
+    return out
+
+
+def interval_coverage_binned(y, p, low, high, bins: int = 20) -> float:
+    """Held-out coverage estimate: share of members in probability bins whose bin's observed
+    engagement rate lies inside their own interval."""
+    y = np.asarray(y, dtype=float)
+    if not len(y):
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    covered = np.zeros(len(y), dtype=bool)
+    for chunk in np.array_split(order, min(bins, len(y))):
+        rate = y[chunk].mean()
+        covered[chunk] = (low[chunk] <= rate) & (rate <= high[chunk])
+    return float(covered.mean())
+
+
+def response_training_rows(
+    members: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp,
+    feedback: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(exposures, member feature rows aligned with them) for the response model."""
+    exposures = offer_exposures(events, as_of)
+    if feedback is not None and len(feedback):
+        extra = feedback[["member_pk", "offer_code", "sent_at", "responded"]].copy()
+        extra["sent_at"] = pd.to_datetime(extra["sent_at"], utc=True)
+        extra = extra[extra["sent_at"] < as_of]
+        exposures = pd.concat([exposures, extra], ignore_index=True).drop_duplicates(
+            ["member_pk", "offer_code", "sent_at"]
+        )
+    exposures = exposures[exposures["member_pk"].isin(members["pk"])].reset_index(drop=True)
+    if not len(exposures):
+        return exposures, pd.DataFrame(columns=FEATURE_NAMES)
+    # Snapshot grid counting back from as_of; each exposure uses the latest snapshot <= sent_at.
+    sent = exposures["sent_at"]
+    steps = np.floor((as_of - sent).dt.total_seconds() / 86_400 / SNAPSHOT_DAYS).astype(int) + 1
+    exposures["snapshot"] = steps.to_numpy()
+    parts = []
+    for step, group in exposures.groupby("snapshot", sort=False):
+        snapshot_at = as_of - pd.Timedelta(days=SNAPSHOT_DAYS * int(step))
+        subset = members[members["pk"].isin(group["member_pk"].unique())]
+        snap = build_features(subset, events, snapshot_at)
+        rows = snap.loc[group["member_pk"].to_numpy()]
+        rows.index = group.index
+        parts.append(rows)
+    feats = pd.concat(parts).loc[exposures.index]
+    return exposures, feats
+
+
+def train_bundle(
+    *,
+    members: pd.DataFrame,
+    events: pd.DataFrame,
+    offers: list[OfferTerms],
+    as_of: pd.Timestamp,
+    horizon_days: int,
+    algorithm: str = "hgb",
+    seed: int = 0,
+    feedback: pd.DataFrame | None = None,
+    sample_weight=None,
+) -> tuple[ModelBundle, dict]:
+    """Train a bundle as of ``as_of``; returns (bundle, metrics).
+
+    ``feedback``: optional realized outcomes of decided offers (member_pk, offer_code,
+    sent_at, responded), added to the response training rows. ``sample_weight``: optional
+    per-member weight (array aligned with ``members`` or Series indexed by pk) for the
+    engagement model, e.g. fairness reweighing.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    t0 = as_of - pd.Timedelta(days=horizon_days)
+    started = time.perf_counter()
+
+    X_all = build_features(members, events, t0)
+    y_all = engagement_labels(members, events, t0, horizon_days).to_numpy()
+    if sample_weight is None:
+        w_all = np.ones(len(members))
+    elif isinstance(sample_weight, pd.Series):
+        w_all = sample_weight.reindex(X_all.index).fillna(1.0).to_numpy(float)
+    else:
+        w_all = np.asarray(sample_weight, dtype=float)
+    split = _split_members(X_all.index.to_numpy(), seed)
+    masks = {name: X_all.index.isin(pks) for name, pks in split.items()}
+    if len(np.unique(y_all[masks["train"]])) < 2:
+        raise ValueError("training labels have a single class: need members who did and did not purchase")
+
+    model = _engagement_model(algorithm, seed)
+    model.fit(X_all.to_numpy()[masks["train"]], y_all[masks["train"]], sample_weight=w_all[masks["train"]])
+    raw_cal = model.predict_proba(X_all.to_numpy()[masks["calib"]])[:, 1]
+    interval = IntervalCalibrator().fit(raw_cal, y_all[masks["calib"]])
+
+    response_model = None
+    response_interval = None
+    offer_codes: list[str] = []
+    offer_kinds: list[str] = []
+    exposures, exp_feats = response_training_rows(members, events, as_of, feedback)
+    by_code = {o.code: o for o in offers}
+    if len(exposures):
+        # Exposures of offers no longer in the catalog carry no terms: they cannot be encoded.
+        known = exposures["offer_code"].isin(by_code).to_numpy()
+        exposures, exp_feats = exposures[known], exp_feats[known]
+    response_metrics: dict[str, Any] = {"n_exposures": int(len(exposures))}
+    if len(exposures) and exposures["responded"].nunique() == 2:
+        offer_codes = sorted(exposures["offer_code"].unique())
+        offer_kinds = sorted({by_code[c].kind for c in offer_codes})
+        design = _exposure_design(exp_feats.to_numpy(float), exposures, offer_codes, offer_kinds, by_code)
+        y_resp = exposures["responded"].to_numpy(int)
+        part = {name: exposures["member_pk"].isin(pks).to_numpy() for name, pks in split.items()}
+        response_model = HistGradientBoostingClassifier(random_state=seed, **RESPONSE_PARAMS)
+        response_model.fit(design[part["train"]], y_resp[part["train"]])
+        response_interval = IntervalCalibrator().fit(
+            response_model.predict_proba(design[part["calib"]])[:, 1], y_resp[part["calib"]]
+        )
+        ph, lh, hh = response_interval.predict(response_model.predict_proba(design[part["holdout"]])[:, 1])
+        response_metrics.update(_binary_metrics(y_resp[part["holdout"]], ph, lh, hh))
+        response_metrics["n_train"] = int(part["train"].sum())
+        response_metrics["n_holdout"] = int(part["holdout"].sum())
+    train_seconds = time.perf_counter() - started
+
+    bundle = ModelBundle(
+        feature_names=list(FEATURE_NAMES),
+        engagement_model=model,
+        engagement_interval=interval,
+        response_model=response_model,
+        response_interval=response_interval,
+        offer_codes=offer_codes,
+        offer_kinds=offer_kinds,
+        default_policy_params=dict(DEFAULT_POLICY_PARAMS),
+        algorithm=algorithm,
+        metadata={
+            "as_of": as_of.isoformat(), "t0": t0.isoformat(), "horizon_days": horizon_days,
+            "seed": seed, "params": HGB_PARAMS if algorithm == "hgb" else RF_PARAMS,
+            "response_params": RESPONSE_PARAMS if response_model is not None else None,
+        },
+    )
+
+    holdout_X = X_all[masks["holdout"]]
+    y_hold = y_all[masks["holdout"]]
+    batch_start = time.perf_counter()
+    scored = score_features(bundle, holdout_X, offers)
+    score_seconds = time.perf_counter() - batch_start
+    from recommendations.explain import shap_explain
+
+    shap_start = time.perf_counter()
+    shap_explain(bundle, holdout_X.to_numpy(float)[:2000])
+    shap_seconds = time.perf_counter() - shap_start
+
+    metrics = _binary_metrics(y_hold, scored.probability, scored.p_low, scored.p_high)
+    metrics.update({
+        "n_train": int(masks["train"].sum()),
+        "n_calibration": int(masks["calib"].sum()),
+        "n_holdout": int(masks["holdout"].sum()),
+        "train_seconds": round(train_seconds, 3),
+        "n_iter": int(getattr(model, "n_iter_", getattr(model, "n_estimators", 0))),
+        "shap_rows_per_s": round(min(2000, len(holdout_X)) / max(shap_seconds, 1e-9), 1),
+        "score_rows_per_s": round(len(holdout_X) / max(score_seconds, 1e-9), 1),
+        "interval_level": INTERVAL_LEVEL,
+        "offer_policy": bundle.offer_policy,
+        "response": response_metrics,
+        "policy": _holdout_policy_value(bundle, members, events, as_of, offers, split["holdout"], exposures, exp_feats),
+    })
+    return bundle, metrics
+
+
+def _exposure_design(feats, exposures, offer_codes, offer_kinds, by_code) -> np.ndarray:
+    """Design rows for logged exposures (each row its own offer), matching response_design."""
+    n, f = feats.shape
+    design = np.zeros((n, f + len(offer_codes) + len(offer_kinds) + 2))
+    design[:, :f] = feats
+    codes = exposures["offer_code"].to_numpy()
+    code_pos = np.array([offer_codes.index(c) for c in codes])
+    design[np.arange(n), f + code_pos] = 1.0
+    kind_pos = np.array([offer_kinds.index(by_code[c].kind) for c in codes])
+    design[np.arange(n), f + len(offer_codes) + kind_pos] = 1.0
+    design[:, -2] = [float(by_code[c].cost) for c in codes]
+    design[:, -1] = [float(by_code[c].value) for c in codes]
+    return design
+
+
+def _holdout_policy_value(bundle, members, events, as_of, offers, holdout_pks, exposures, exp_feats) -> dict:
+    """Off-policy value of the model's offer choice on held-out logged exposures.
+
+    For held-out exposures, the model picks an offer from the member's features at send time;
+    where it matches the offer actually sent, the realized value (responded * value - cost)
+    counts, weighted by the number of offers (inverse propensity under uniformly random
+    sending). Also reports the realized value per exposure of the logged policy.
+    """
+    if not len(exposures) or bundle.response_model is None:
+        return {"method": "none: no logged exposures"}
+    mask = exposures["member_pk"].isin(holdout_pks).to_numpy()
+    if not mask.any():
+        return {"method": "none: no held-out exposures"}
+    feats = exp_feats[mask]
+    logged = exposures[mask]
+    scored = score_features(bundle, feats.set_axis(np.arange(len(feats))), offers)
+    codes = [o.code for o in offers]
+    by_code = {o.code: o for o in offers}
+    realized = np.array([
+        r * float(by_code[c].value) - float(by_code[c].cost)
+        for c, r in zip(logged["offer_code"], logged["responded"], strict=True)
+    ])
+    sent_idx = np.array([codes.index(c) for c in logged["offer_code"]])
+    match = scored.offer_index == sent_idx
+    k = len(offers)
+    ips = float(np.where(match, realized * k, 0.0).mean())
+    return {
+        "method": "IPS on held-out exposures, assuming uniformly random sending",
+        "n": int(mask.sum()),
+        "model_value_per_member": ips,
+        "logged_value_per_exposure": float(realized.mean()),
+        "no_action_share": float((scored.offer_index < 0).mean()),
+    }
