@@ -582,3 +582,75 @@ def _export_parquet(*, run_id: int, out: IO, batch_rows: int) -> int:
             writer.write_table(pa.Table.from_pylist([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in buffer], schema))
             count += len(buffer)
     return count
+
+
+TRUTH_COLUMNS = ("member_id", "engaged")
+
+
+def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
+    """Compare a run's engagement probabilities with observed outcomes.
+
+    `truth` has member_id (external id, as imported) and engaged (0/1). Returns AUC, Brier
+    score, interval coverage as the engine defines it for its 90% interval
+    (training.interval_coverage_binned: the share of members whose probability bin's observed
+    engagement rate lies inside their own interval), and how many members matched.
+    Members of the program that the run did not score (no consent) are counted, not matched.
+    """
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from recommendations.training import interval_coverage_binned
+
+    run = run_get(run_id=run_id)
+    missing = [column for column in TRUTH_COLUMNS if column not in truth.columns]
+    if missing:
+        raise ScoringError(
+            f"truth file is missing column(s) {', '.join(missing)}; it needs {', '.join(TRUTH_COLUMNS)}"
+        )
+    truth = truth[list(TRUTH_COLUMNS)].copy()
+    truth["member_id"] = truth["member_id"].astype(str).str.strip()
+    if truth["member_id"].duplicated().any():
+        dupes = truth.loc[truth["member_id"].duplicated(), "member_id"].head(5).tolist()
+        raise ScoringError(f"truth file lists members more than once, e.g. {dupes}")
+    engaged = pd.to_numeric(truth["engaged"].astype(str).str.strip().str.lower().map(
+        {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+    ), errors="coerce")
+    if engaged.isna().any():
+        bad = truth.loc[engaged.isna(), "member_id"].head(5).tolist()
+        raise ScoringError(f"engaged must be 0/1 or true/false; not for members {bad}")
+    truth["engaged"] = engaged.astype(int)
+
+    known = set(
+        Member.objects.filter(member_id__in=truth["member_id"].tolist()).values_list("member_id", flat=True)
+    )
+    unknown = truth.loc[~truth["member_id"].isin(known), "member_id"]
+    if len(unknown):
+        raise ScoringError(
+            f"{len(unknown)} member id(s) in the truth file are not in the program, "
+            f"e.g. {unknown.head(5).tolist()}"
+        )
+    scored = pd.DataFrame.from_records(
+        Recommendation.objects.filter(run_id=run.pk)
+        .values_list("member__member_id", "probability", "p_low", "p_high")
+        .iterator(chunk_size=20_000),
+        columns=["member_id", "probability", "p_low", "p_high"],
+    )
+    matched = truth.merge(scored, on="member_id", how="inner")
+    if not len(matched):
+        raise ScoringError(f"no member of the truth file was scored by run {run.pk}")
+    y = matched["engaged"].to_numpy(int)
+    p = matched["probability"].to_numpy(float)
+    both = len(np.unique(y)) == 2
+    return {
+        "run": run.pk,
+        "model_version": run.model_version_id,
+        "n_truth": int(len(truth)),
+        "n_matched": int(len(matched)),
+        "n_unscored": int(len(truth) - len(matched)),
+        "base_rate": float(y.mean()),
+        "auc": float(roc_auc_score(y, p)) if both else None,
+        "brier": float(brier_score_loss(y, p)),
+        "interval_coverage": interval_coverage_binned(
+            y, p, matched["p_low"].to_numpy(float), matched["p_high"].to_numpy(float)
+        ),
+        "interval_mean_width": float((matched["p_high"] - matched["p_low"]).mean()),
+    }
