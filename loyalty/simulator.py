@@ -1,0 +1,781 @@
+"""A synthetic loyalty program with known ground truth, for the demo, tests and benchmarks.
+
+`simulate_program` returns members, their event history up to `as_of`, the events of the
+horizon window after it (`future_events`, kept apart so a later import "closes the loop"),
+the offer catalog and the ground truth the desk can never see in production:
+
+* ``p_engage``: the TRUE probability of at least one purchase in [as_of, as_of + horizon),
+  ``1 - exp(-integrated purchase rate)`` of the member's latent process, and ``engaged``,
+  the outcome realized by the very same Poisson process that produced `future_events`
+  (so ``engaged`` is exactly Bernoulli(``p_engage``) given the latent path);
+* ``p_response_<CODE>``: the TRUE probability that the member would redeem each offer if it
+  were sent at ``as_of``;
+* ``biased``: whether the member belongs to the planted-bias group (see below).
+
+The latent process (per member, on a daily grid, vectorized over blocks of members):
+
+* base purchase rate ``lambda0 ~ Gamma`` with a tier-dependent mean (higher tiers buy more);
+* log engagement ``r(t) = trend(t) + ou(t)``: a weekly Ornstein-Uhlenbeck wander plus a
+  trajectory: ~30% of members start declining at a random time (some inside the horizon,
+  which nobody could foresee), ~10% start in a dip and recover, the rest are stable;
+* purchase rate ``lambda0 * exp(r) * annual season * weekday profile`` after joining;
+* sessions (with ``duration_seconds``) follow ``exp(0.8 r)``, longer when engaged;
+* redemptions are driven by the points balance (path-dependent, simulated day by day over
+  member vectors) and a per-member "points engagement"; redemption events carry the points
+  spent as a NEGATIVE ``points`` value, purchases the points earned as a positive one;
+* feedback events carry a 1-5 ``score`` that LEADS engagement: it reflects the change of
+  ``r`` over the next four weeks; half of them have a short free-text ``comment`` whose
+  sentiment (positive / neutral / negative) follows the same lead signal.
+
+Offers and historical exposures: each member receives 1-3 offers at random times, with the
+offer chosen uniformly at random (a randomized campaign, so responses are unconfounded).
+The member redeems (an ``offer_redeemed`` event with the same code within
+RESPONSE_WINDOW_DAYS) with a probability that depends on observable state at send time:
+discounts work on price-sensitive low tiers with small baskets, bonus points on members who
+redeem points often and hold a balance, retention calls on high-value members whose
+engagement is falling, tier upgrades on members whose trailing 12-month spend is just below
+the next tier threshold; plus a small member-by-offer taste that nobody can observe.
+
+Planted bias (``bias_group=("region", "north"), bias_rate=0.3``): for members of that group,
+each purchase in the last ``2 * horizon_days`` days before ``as_of`` (the window training
+labels are cut from) is dropped from the RECORDED `events` with probability ``bias_rate``,
+as if the stores serving that group failed to record loyalty scans. Nothing else changes:
+points, the latent process, ``future_events`` and the ground truth stay true, so a model
+trained on the recorded history under-predicts engagement for that group and a fairness
+check against ground truth can find it. The default is no bias.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loyalty.definitions import (
+    DEFAULT_HORIZON_DAYS,
+    EVENT_COLUMNS,
+    MEMBER_COLUMNS,
+    OFFER_COLUMNS,
+    RESPONSE_WINDOW_DAYS,
+    event_fingerprints,
+)
+
+# A fixed default so the same seed gives the same data byte for byte, whenever it runs.
+DEFAULT_AS_OF = date(2026, 6, 30)
+DEFAULT_HISTORY_DAYS = 365
+
+REGIONS = np.array(["north", "south", "east", "west", "central"])
+REGION_SHARES = [0.22, 0.24, 0.18, 0.2, 0.16]
+GENDERS = np.array(["female", "male", "other"])
+GENDER_SHARES = [0.5, 0.47, 0.03]
+TIERS = np.array(["bronze", "silver", "gold", "platinum"])
+TIER_SHARES = [0.5, 0.3, 0.15, 0.05]
+# Mean purchases per day and mean basket by tier: value rises with tier.
+TIER_PURCHASE_RATE = np.array([0.012, 0.02, 0.03, 0.045])
+TIER_BASKET = np.array([30.0, 42.0, 60.0, 90.0])
+TIER_POINTS_PER_UNIT = np.array([1.0, 1.25, 1.5, 2.0])
+# Trailing 12-month spend that qualifies for the NEXT tier (platinum has none).
+TIER_NEXT_THRESHOLD = np.array([250.0, 550.0, 1100.0, np.inf])
+CONSENT_SHARE = 0.93
+
+OFFERS = pd.DataFrame(
+    [
+        ("B500", "500 bonus points", "bonus_points", 5.0, 40.0, False, True),
+        ("D10", "10% discount on next basket", "discount", 8.0, 45.0, False, True),
+        ("TIERUP", "Tier upgrade", "tier_upgrade", 25.0, 120.0, True, True),
+        ("CALL", "Retention call", "retention_call", 15.0, 90.0, False, True),
+    ],
+    columns=OFFER_COLUMNS,
+)
+OFFER_CODES = OFFERS["code"].to_numpy()
+
+KINDS = np.array(["purchase", "redemption", "session", "feedback", "offer_sent", "offer_redeemed"])
+K_PURCHASE, K_REDEMPTION, K_SESSION, K_FEEDBACK, K_SENT, K_REDEEMED = range(6)
+
+# Comments are built from word lists: (opener, subject, phrase) with a sentiment class.
+_OPENERS = ["", "Honestly, ", "Lately ", "This month ", "To be fair, "]
+_SUBJECTS = ["the app", "the rewards", "checkout", "the staff", "the points program", "the offers"]
+_PHRASES = {
+    "positive": [
+        "is great", "feels really rewarding", "works perfectly", "is excellent, thanks",
+        "made me happy", "keeps getting better", "is very helpful",
+    ],
+    "neutral": ["is okay", "is fine I guess", "has not changed much", "is as expected"],
+    "negative": [
+        "is frustrating", "feels like a waste of time", "keeps failing", "is disappointing",
+        "is terrible now", "is getting worse", "is slow and annoying",
+    ],
+}
+_FIRST_NAMES = [
+    "Anna", "Ben", "Clara", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas",
+    "Karin", "Leo", "Maria", "Nils", "Olga", "Paul", "Rosa", "Sam", "Tara", "Umar",
+    "Vera", "Wim", "Yara", "Zoe", "Omar", "Lena", "Mateo", "Sofia", "Ravi", "Mei",
+]
+_LAST_NAMES = [
+    "Andersen", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Hansen", "Ivanova",
+    "Jensen", "Kowalski", "Larsen", "Moreau", "Nowak", "Olsen", "Petrov", "Quinn", "Rossi",
+    "Schmidt", "Tanaka", "Urban", "Vogel", "Weber", "Xu", "Young", "Zimmer", "Novak", "Silva",
+]
+
+# Members are simulated in fixed-size blocks (vectorized inside a block) to bound memory:
+# a block's daily grid is CHUNK_MEMBERS x (history + horizon) floats. The block size is part
+# of the random stream, so it is a constant, not a tuning knob.
+CHUNK_MEMBERS = 20_000
+_DAY = 86_400
+
+
+@dataclass
+class SimulatedProgram:
+    members: pd.DataFrame  # MEMBER_COLUMNS; joined_at / birth_date as naive datetime64 dates
+    events: pd.DataFrame  # EVENT_COLUMNS, occurred_at < as_of, sorted by member then time
+    future_events: pd.DataFrame  # EVENT_COLUMNS, as_of <= occurred_at < as_of + horizon
+    offers: pd.DataFrame  # OFFER_COLUMNS
+    ground_truth: pd.DataFrame  # member_id, p_engage, engaged, p_response_<CODE>..., biased
+    as_of: date
+    horizon_days: int
+    bias_group: tuple[str, str] | None = None
+    bias_rate: float = 0.0
+
+
+def _comment_vocabulary() -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """All possible comments (index 0 is "no comment") and each sentiment's index range."""
+    texts = [""]
+    ranges: dict[str, tuple[int, int]] = {}
+    for sentiment, phrases in _PHRASES.items():
+        start = len(texts)
+        for opener in _OPENERS:
+            for subject in _SUBJECTS:
+                for phrase in phrases:
+                    sentence = f"{opener}{subject} {phrase}."
+                    texts.append(sentence[0].upper() + sentence[1:])
+        ranges[sentiment] = (start, len(texts))
+    return np.array(texts, dtype=object), ranges
+
+
+COMMENTS, _COMMENT_RANGES = _comment_vocabulary()
+
+
+def _season(dates: pd.DatetimeIndex) -> np.ndarray:
+    """Annual peak before Christmas, dip in late summer; weekends busier for purchases."""
+    doy = dates.dayofyear.to_numpy()
+    annual = 1.0 + 0.2 * np.cos(2 * np.pi * (doy - 355) / 365.25)
+    weekday = np.array([0.9, 0.88, 0.92, 0.98, 1.1, 1.3, 0.92])[dates.dayofweek.to_numpy()]
+    return annual * weekday / weekday.mean()
+
+
+def _response_logits(
+    *,
+    tier: np.ndarray,
+    basket: np.ndarray,
+    rho: np.ndarray,
+    base_value: np.ndarray,
+    eng: np.ndarray,
+    decline: np.ndarray,
+    balance: np.ndarray,
+    spend365: np.ndarray,
+    taste: np.ndarray,
+) -> np.ndarray:
+    """True response logits, one column per offer in OFFERS order (B500, D10, TIERUP, CALL).
+
+    Every input except `taste` leaves traces in the recorded history: tier, basket size,
+    redemption frequency, spend level and its recent change, points balance.
+    """
+    eng = np.clip(eng, -3.0, 1.5)
+    alive = 0.35 * eng  # churned members ignore everything
+    b500 = -3.4 + 4.0 * rho + 0.5 * np.log1p(balance / 500.0) + alive
+    d10 = (
+        -2.3
+        + np.array([1.1, 0.5, -0.4, -1.2])[tier]
+        - 1.2 * np.log(basket / 40.0)
+        + alive
+    )
+    ratio = spend365 / TIER_NEXT_THRESHOLD[tier]
+    near = np.exp(-(((ratio - 0.85) / 0.2) ** 2))
+    tierup = np.where(tier < 3, -3.8 + 3.6 * near + 0.5 * alive, -7.0)
+    high_value = 1.0 / (1.0 + np.exp(-2.0 * (np.log(base_value) - np.log(700.0))))
+    falling = np.clip(-2.0 * decline, 0.0, 2.5)
+    call = -3.4 + 3.0 * high_value * falling + 0.6 * high_value + 0.2 * alive
+    return np.stack([b500, d10, tierup, call], axis=1) + taste
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class _Chunk:
+    member: np.ndarray  # global member index per event
+    seconds: np.ndarray  # seconds since day 0 (history start) midnight UTC
+    kind: np.ndarray
+    amount: np.ndarray
+    points: np.ndarray
+    quantity: np.ndarray
+    duration: np.ndarray
+    score: np.ndarray
+    offer: np.ndarray  # index into OFFER_CODES, -1 for none
+    comment: np.ndarray  # index into COMMENTS, 0 for none
+    p_engage: np.ndarray
+    engaged: np.ndarray
+    p_response: np.ndarray
+    balance: np.ndarray
+
+
+def _simulate_block(
+    rng: np.random.Generator,
+    *,
+    first: int,
+    attrs: dict[str, np.ndarray],
+    season: np.ndarray,
+    history_days: int,
+    horizon_days: int,
+) -> _Chunk:
+    n = len(attrs["tier"])
+    days = history_days + horizon_days
+    h = history_days
+    d = np.arange(days)
+    tier = attrs["tier"]
+    join_day = attrs["join_day"]
+    alive = d[None, :] >= join_day[:, None]
+
+    # Trajectory: decline from a random onset, recover from a dip, or stay stable.
+    kind_u = rng.random(n)
+    decliner = kind_u < 0.30
+    recoverer = (kind_u >= 0.30) & (kind_u < 0.40)
+    onset = rng.uniform(0.25 * h, days, n)
+    slope = rng.uniform(0.004, 0.018, n)
+    dip = rng.uniform(1.0, 2.5, n)
+    since = np.clip(d[None, :] - onset[:, None], 0.0, None)
+    trend = np.zeros((n, days), dtype=np.float32)
+    trend[decliner] = -slope[decliner, None] * since[decliner]
+    trend[recoverer] = np.minimum(0.0, -dip[recoverer, None] + slope[recoverer, None] * since[recoverer])
+    del since
+
+    # Weekly Ornstein-Uhlenbeck wander (stationary sd ~0.45): slow, partly unpredictable drift.
+    weeks = days // 7 + 1
+    ou = np.empty((n, weeks), dtype=np.float32)
+    ou[:, 0] = rng.normal(0.0, 0.45, n)
+    shocks = rng.normal(0.0, 0.11, (n, weeks)).astype(np.float32)
+    for w in range(1, weeks):
+        ou[:, w] = 0.97 * ou[:, w - 1] + shocks[:, w]
+    r = trend + ou[:, d // 7]
+    del trend, ou, shocks
+
+    lam = (attrs["lambda0"][:, None] * np.exp(r) * season[None, :] * alive).astype(np.float64)
+    purchases = rng.poisson(lam)
+    future_rate = lam[:, h:].sum(axis=1)
+    p_engage = 1.0 - np.exp(-future_rate)
+    engaged = purchases[:, h:].sum(axis=1) > 0
+    del lam
+
+    weekday_flat = season / season.mean()
+    sessions = rng.poisson(attrs["session0"][:, None] * np.exp(0.8 * r) * weekday_flat[None, :] * alive)
+    feedback = rng.poisson(np.broadcast_to(attrs["feedback0"][:, None], (n, days)) * alive)
+
+    # Purchases.
+    pm, pd_ = np.nonzero(purchases)
+    reps = purchases[pm, pd_]
+    pm, pd_ = np.repeat(pm, reps), np.repeat(pd_, reps)
+    np_ = len(pm)
+    p_amount = np.round(np.maximum(1.0, attrs["basket"][pm] * rng.lognormal(-0.1, 0.45, np_)), 2)
+    p_points = np.floor(p_amount * TIER_POINTS_PER_UNIT[tier[pm]]).astype(np.int64)
+    p_qty = 1 + rng.poisson(1.2, np_)
+    p_sec = pd_ * _DAY + rng.integers(8 * 3600, 21 * 3600, np_)
+    flat = pm * days + pd_
+    earned = np.bincount(flat, weights=p_points, minlength=n * days).reshape(n, days)
+    spend = np.bincount(flat, weights=p_amount, minlength=n * days).reshape(n, days)
+    del purchases
+
+    # Redemptions depend on the running balance, so step through days over member vectors.
+    balance = attrs["balance0"].astype(np.float64)
+    bal_end = np.empty((n, days), dtype=np.float64)
+    redeemed = np.zeros((n, days), dtype=np.int64)
+    u = rng.random((n, days), dtype=np.float32)
+    big = rng.random((n, days), dtype=np.float32) < 0.5
+    act = np.minimum(np.exp(r), 2.0)
+    for day in range(days):
+        balance += earned[:, day]
+        hazard = attrs["rho"] * 0.05 * np.clip(balance / 750.0, 0.0, 3.0) * act[:, day]
+        go = alive[:, day] & (balance >= 500) & (u[:, day] < hazard)
+        pts = np.where(big[:, day] & (balance >= 2000), 1000, 500) * go
+        balance -= pts
+        redeemed[:, day] = pts
+        bal_end[:, day] = balance
+    del u, big, act, earned
+    rm, rd = np.nonzero(redeemed)
+    r_points = -redeemed[rm, rd]
+    r_sec = rd * _DAY + rng.integers(7 * 3600, 22 * 3600, len(rm))
+    del redeemed
+
+    # Sessions: longer when engaged.
+    sm, sd = np.nonzero(sessions)
+    reps = sessions[sm, sd]
+    sm, sd = np.repeat(sm, reps), np.repeat(sd, reps)
+    s_dur = np.clip(np.exp(np.log(240.0) + 0.35 * r[sm, sd] + rng.normal(0, 0.6, len(sm))), 5, 7200)
+    s_sec = sd * _DAY + rng.integers(6 * 3600, 24 * 3600, len(sm))
+    del sessions
+
+    # Feedback leads engagement: it reflects the change of r over the next four weeks.
+    fm, fd = np.nonzero(feedback)
+    reps = feedback[fm, fd]
+    fm, fd = np.repeat(fm, reps), np.repeat(fd, reps)
+    lead = r[fm, np.minimum(fd + 28, days - 1)] - r[fm, fd]
+    nf = len(fm)
+    f_score = np.clip(np.round(3.3 + 2.2 * lead + 0.3 * r[fm, fd] + rng.normal(0, 0.6, nf)), 1, 5)
+    mood = lead + rng.normal(0, 0.12, nf)
+    sentiment = np.where(mood > 0.08, "positive", np.where(mood < -0.08, "negative", "neutral"))
+    f_comment = np.zeros(nf, dtype=np.int64)
+    for name, (lo, hi) in _COMMENT_RANGES.items():
+        chosen = sentiment == name
+        f_comment[chosen] = rng.integers(lo, hi, int(chosen.sum()))
+    f_comment[rng.random(nf) < 0.5] = 0
+    f_sec = fd * _DAY + rng.integers(8 * 3600, 23 * 3600, nf)
+    del feedback
+
+    # Randomized offer exposures: 1-3 per member, uniform offer, uniform time in history.
+    n_exp = rng.integers(1, 4, n)
+    em = np.repeat(np.arange(n), n_exp)
+    ne = len(em)
+    hi_day = max(h - RESPONSE_WINDOW_DAYS - 1, 1)
+    lo_day = np.clip(np.maximum(join_day[em], min(30, hi_day - 1)), 0, hi_day - 1)
+    ed = (lo_day + rng.random(ne) * (hi_day - lo_day)).astype(np.int64)
+    eo = rng.integers(0, len(OFFER_CODES), ne)
+
+    cum_spend = np.concatenate([np.zeros((n, 1)), np.cumsum(spend, axis=1)], axis=1)
+    del spend
+
+    def state(rows: np.ndarray, at: np.ndarray) -> dict[str, np.ndarray]:
+        start = np.maximum(np.maximum(at - 365, 0), np.maximum(join_day[rows], 0))
+        window = np.maximum(at - start, 1)
+        return {
+            "tier": tier[rows],
+            "basket": attrs["basket"][rows],
+            "rho": attrs["rho"][rows],
+            "base_value": attrs["lambda0"][rows] * 365 * attrs["basket"][rows],
+            "eng": r[rows, np.minimum(at, days - 1)],
+            "decline": r[rows, np.minimum(at, days - 1)] - r[rows, np.maximum(at - 60, 0)],
+            "balance": np.where(at > 0, bal_end[rows, np.maximum(at - 1, 0)], attrs["balance0"][rows]),
+            "spend365": (cum_spend[rows, at] - cum_spend[rows, start]) * 365.0 / window,
+            "taste": attrs["taste"][rows],
+        }
+
+    logits = _response_logits(**state(em, ed))
+    e_prob = _sigmoid(logits[np.arange(ne), eo])
+    responded = rng.random(ne) < e_prob
+    e_sec = ed * _DAY + rng.integers(9 * 3600, 18 * 3600, ne)
+    delay = rng.integers(600, RESPONSE_WINDOW_DAYS * _DAY - 600, ne)
+    rr = np.nonzero(responded)[0]
+
+    everyone = np.arange(n)
+    p_response = _sigmoid(_response_logits(**state(everyone, np.full(n, h))))
+    balance_as_of = bal_end[:, h - 1] if h > 0 else attrs["balance0"]
+
+    def full(size: int, value, dtype) -> np.ndarray:
+        return np.full(size, value, dtype=dtype)
+
+    nr, ns, nx = len(rm), len(sm), len(rr)
+    parts = [
+        # member, seconds, kind, amount, points, quantity, duration, score, offer, comment
+        (pm, p_sec, K_PURCHASE, p_amount, p_points, p_qty, full(np_, 0, np.int64), full(np_, np.nan, float), -1, 0),
+        (rm, r_sec, K_REDEMPTION, full(nr, 0.0, float), r_points, full(nr, 0, np.int64), full(nr, 0, np.int64), full(nr, np.nan, float), -1, 0),
+        (sm, s_sec, K_SESSION, full(ns, 0.0, float), full(ns, 0, np.int64), full(ns, 0, np.int64), s_dur.astype(np.int64), full(ns, np.nan, float), -1, 0),
+        (fm, f_sec, K_FEEDBACK, full(nf, 0.0, float), full(nf, 0, np.int64), full(nf, 0, np.int64), full(nf, 0, np.int64), f_score, -1, f_comment),
+        (em, e_sec, K_SENT, full(ne, 0.0, float), full(ne, 0, np.int64), full(ne, 0, np.int64), full(ne, 0, np.int64), full(ne, np.nan, float), eo, 0),
+        (em[rr], e_sec[rr] + delay[rr], K_REDEEMED, full(nx, 0.0, float), full(nx, 0, np.int64), full(nx, 0, np.int64), full(nx, 0, np.int64), full(nx, np.nan, float), eo[rr], 0),
+    ]
+
+    def cat(i: int, dtype) -> np.ndarray:
+        return np.concatenate([np.broadcast_to(np.asarray(p[i], dtype=dtype), (len(p[0]),)) for p in parts])
+
+    return _Chunk(
+        member=cat(0, np.int64) + first,
+        seconds=cat(1, np.int64),
+        kind=cat(2, np.int8),
+        amount=cat(3, np.float64),
+        points=cat(4, np.int64),
+        quantity=cat(5, np.int64),
+        duration=cat(6, np.int64),
+        score=cat(7, np.float64),
+        offer=cat(8, np.int8),
+        comment=cat(9, np.int64),
+        p_engage=p_engage,
+        engaged=engaged,
+        p_response=p_response,
+        balance=np.round(balance_as_of).astype(np.int64),
+    )
+
+
+def _member_attributes(rng: np.random.Generator, *, members: int, history_days: int) -> dict[str, np.ndarray]:
+    n = members
+    tier = rng.choice(len(TIERS), n, p=TIER_SHARES)
+    lambda0 = rng.gamma(3.5, TIER_PURCHASE_RATE[tier] / 3.5)
+    basket = TIER_BASKET[tier] * rng.lognormal(0.0, 0.3, n)
+    # 80% joined before the history window, 20% during it (their history starts at joining).
+    old = rng.random(n) < 0.8
+    join_day = np.where(
+        old,
+        -rng.integers(1, 6 * 365, n),
+        rng.integers(0, max(history_days - 30, 1), n),
+    )
+    balance0 = np.where(
+        old, np.round(rng.gamma(1.5, lambda0 * 365 * basket * TIER_POINTS_PER_UNIT[tier] * 0.25 / 1.5)), 0
+    )
+    return {
+        "tier": tier,
+        "region": rng.choice(len(REGIONS), n, p=REGION_SHARES),
+        "gender": rng.choice(len(GENDERS), n, p=GENDER_SHARES),
+        "age_days": rng.integers(18 * 365, 82 * 365, n),
+        "consent": rng.random(n) < CONSENT_SHARE,
+        "first": rng.integers(0, len(_FIRST_NAMES), n),
+        "last": rng.integers(0, len(_LAST_NAMES), n),
+        "lambda0": lambda0,
+        "basket": basket,
+        "session0": lambda0 * rng.gamma(2.0, 0.9, n),
+        "feedback0": rng.gamma(2.0, 0.002, n),
+        "rho": rng.beta(2.0, 5.0, n),
+        "join_day": join_day,
+        "balance0": balance0,
+        "taste": rng.normal(0.0, 0.35, (n, len(OFFER_CODES))),
+    }
+
+
+def _str_take(values: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """A str Series of values[codes], built with one vectorized take."""
+    return pd.Series(values, dtype="str").take(codes).reset_index(drop=True)
+
+
+def _events_frame(
+    *, member_ids: pd.Series, cols: dict[str, np.ndarray], day0: pd.Timestamp, mask: np.ndarray
+) -> pd.DataFrame:
+    member = cols["member"][mask]
+    seconds = cols["seconds"][mask]
+    kind = cols["kind"][mask]
+    order = np.lexsort((kind, seconds, member))
+    member, seconds, kind = member[order], seconds[order], kind[order]
+    offer = cols["offer"][mask][order]
+    occurred = pd.Series(
+        day0.to_datetime64().astype("datetime64[s]") + seconds.astype("timedelta64[s]")
+    ).dt.tz_localize("UTC")
+    return pd.DataFrame(
+        {
+            "member_id": member_ids.take(member).reset_index(drop=True),
+            "occurred_at": occurred,
+            "kind": _str_take(KINDS, kind),
+            "amount": cols["amount"][mask][order],
+            "points": cols["points"][mask][order],
+            "quantity": cols["quantity"][mask][order],
+            "duration_seconds": cols["duration"][mask][order],
+            "score": cols["score"][mask][order],
+            "offer_code": _str_take(np.append(OFFER_CODES, ""), np.where(offer < 0, len(OFFER_CODES), offer)),
+            "comment": _str_take(COMMENTS, cols["comment"][mask][order]),
+        },
+        columns=EVENT_COLUMNS,
+    )
+
+
+def simulate_program(
+    *,
+    members: int,
+    seed: int,
+    as_of: date = DEFAULT_AS_OF,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    bias_group: tuple[str, str] | None = None,
+    bias_rate: float = 0.0,
+) -> SimulatedProgram:
+    """Simulate a program of `members` members; the same arguments give identical frames."""
+    if members < 1:
+        raise ValueError("members must be at least 1")
+    if history_days < 2 * RESPONSE_WINDOW_DAYS + 2 or horizon_days < 1:
+        raise ValueError(f"history_days must be >= {2 * RESPONSE_WINDOW_DAYS + 2} and horizon_days >= 1")
+    if not 0.0 <= bias_rate <= 1.0:
+        raise ValueError("bias_rate must be within [0, 1]")
+    if bias_group is not None and bias_group[0] not in MEMBER_COLUMNS:
+        raise ValueError(f"bias group column must be one of {MEMBER_COLUMNS}")
+
+    root = np.random.SeedSequence(seed)
+    attr_seq, bias_seq, *block_seqs = root.spawn(2 + (members + CHUNK_MEMBERS - 1) // CHUNK_MEMBERS)
+    attrs = _member_attributes(np.random.default_rng(attr_seq), members=members, history_days=history_days)
+    day0 = pd.Timestamp(as_of) - pd.Timedelta(days=history_days)
+    dates = pd.date_range(day0, periods=history_days + horizon_days, freq="D")
+    season = _season(dates)
+
+    chunks = []
+    for b, seq in enumerate(block_seqs):
+        lo, hi = b * CHUNK_MEMBERS, min((b + 1) * CHUNK_MEMBERS, members)
+        block = {k: v[lo:hi] for k, v in attrs.items()}
+        chunks.append(
+            _simulate_block(
+                np.random.default_rng(seq), first=lo, attrs=block, season=season,
+                history_days=history_days, horizon_days=horizon_days,
+            )
+        )
+    cols = {
+        name: np.concatenate([getattr(c, name) for c in chunks])
+        for name in ("member", "seconds", "kind", "amount", "points", "quantity", "duration", "score", "offer", "comment")
+    }
+    p_engage = np.concatenate([c.p_engage for c in chunks])
+    engaged = np.concatenate([c.engaged for c in chunks])
+    p_response = np.concatenate([c.p_response for c in chunks])
+    balance = np.concatenate([c.balance for c in chunks])
+    del chunks
+
+    numbers = np.arange(1, members + 1)
+    member_ids = pd.Series(np.char.add("M", np.char.zfill(numbers.astype(str), 7)), dtype="str")
+    as_of_ts = pd.Timestamp(as_of)
+    first = np.array(_FIRST_NAMES)[attrs["first"]]
+    last = np.array(_LAST_NAMES)[attrs["last"]]
+    emails = np.char.add(
+        np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
+        np.char.add(numbers.astype(str), "@example.com"),
+    )
+    member_frame = pd.DataFrame(
+        {
+            "member_id": member_ids,
+            "joined_at": (day0 + pd.to_timedelta(attrs["join_day"], unit="D")).normalize(),
+            "birth_date": as_of_ts - pd.to_timedelta(attrs["age_days"], unit="D"),
+            "gender": _str_take(GENDERS, attrs["gender"]),
+            "region": _str_take(REGIONS, attrs["region"]),
+            "tier": _str_take(TIERS, attrs["tier"]),
+            "points_balance": balance,
+            "consent_profiling": attrs["consent"],
+            "name": pd.Series(np.char.add(np.char.add(first, " "), last), dtype="str"),
+            "email": pd.Series(emails, dtype="str"),
+        },
+        columns=MEMBER_COLUMNS,
+    )
+
+    in_group = np.zeros(members, dtype=bool)
+    if bias_group is not None and bias_rate > 0:
+        column, value = bias_group
+        in_group = (member_frame[column].astype(str) == str(value)).to_numpy()
+
+    history = cols["seconds"] < history_days * _DAY
+    recorded = history.copy()
+    if in_group.any():
+        # The planted bias: lost loyalty scans in the label window, for the group only.
+        label_start = max(history_days - 2 * horizon_days, 0) * _DAY
+        hit = (
+            history
+            & (cols["kind"] == K_PURCHASE)
+            & (cols["seconds"] >= label_start)
+            & in_group[cols["member"]]
+        )
+        lost = np.random.default_rng(bias_seq).random(len(hit)) < bias_rate
+        recorded &= ~(hit & lost)
+
+    events = _events_frame(member_ids=member_ids, cols=cols, day0=day0, mask=recorded)
+    future = _events_frame(member_ids=member_ids, cols=cols, day0=day0, mask=~history)
+
+    truth = pd.DataFrame({"member_id": member_ids, "p_engage": p_engage, "engaged": engaged})
+    for j, code in enumerate(OFFER_CODES):
+        truth[f"p_response_{code}"] = p_response[:, j]
+    truth["biased"] = in_group
+
+    return SimulatedProgram(
+        members=member_frame,
+        events=events,
+        future_events=future,
+        offers=OFFERS.copy(),
+        ground_truth=truth,
+        as_of=as_of,
+        horizon_days=horizon_days,
+        bias_group=bias_group if bias_group is not None and bias_rate > 0 else None,
+        bias_rate=float(bias_rate) if bias_group is not None else 0.0,
+    )
+
+
+class SimulatorTargetError(Exception):
+    """The database is not in a state the simulator may write into."""
+
+
+def _iso(series: pd.Series, fmt: str) -> pd.Series:
+    return series.dt.strftime(fmt)
+
+
+def _events_for_csv(events: pd.DataFrame) -> pd.DataFrame:
+    out = events.copy()
+    out["occurred_at"] = _iso(out["occurred_at"], "%Y-%m-%dT%H:%M:%S+00:00")
+    out["score"] = out["score"].astype("Int64")
+    return out
+
+
+def program_write_files(program: SimulatedProgram, out_dir: Path) -> dict[str, Path]:
+    """Write the five CSV files in the import format; returns name -> path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = program.members.copy()
+    for column in ("joined_at", "birth_date"):
+        members[column] = _iso(members[column], "%Y-%m-%d")
+    frames = {
+        "members": (members, MEMBER_COLUMNS, None),
+        "events": (_events_for_csv(program.events), EVENT_COLUMNS, "%.2f"),
+        "future_events": (_events_for_csv(program.future_events), EVENT_COLUMNS, "%.2f"),
+        "offers": (program.offers, OFFER_COLUMNS, "%.2f"),
+        "ground_truth": (program.ground_truth, list(program.ground_truth.columns), None),
+    }
+    paths = {}
+    for name, (frame, columns, float_format) in frames.items():
+        path = out_dir / f"{name}.csv"
+        frame.to_csv(path, columns=columns, index=False, float_format=float_format, lineterminator="\n")
+        paths[name] = path
+    return paths
+
+
+def _uuid4_hex(count: int) -> np.ndarray:
+    """`count` random version-4 UUIDs as 32-digit hex strings, without a Python loop."""
+    raw = np.frombuffer(np.random.default_rng().bytes(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    return np.frombuffer(raw.tobytes().hex().encode(), dtype="S32").astype(str)
+
+
+def _member_rows(members: pd.DataFrame, *, tz_suffix: str) -> pd.DataFrame:
+    """Member rows with the table's columns, as values both Postgres COPY and SQLite accept."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S") + tz_suffix
+    joined = members["joined_at"]
+    consent = members["consent_profiling"].to_numpy(dtype=bool)
+    consent_at = (joined.dt.strftime("%Y-%m-%d %H:%M:%S") + tz_suffix).astype(object)
+    consent_at[~consent] = None
+    return pd.DataFrame(
+        {
+            "member_id": members["member_id"],
+            "pseudo_id": _uuid4_hex(len(members)),
+            "joined_at": joined.dt.strftime("%Y-%m-%d"),
+            "birth_date": members["birth_date"].dt.strftime("%Y-%m-%d"),
+            "birth_year": members["birth_date"].dt.year.astype("int64"),
+            "gender": members["gender"],
+            "region": members["region"],
+            "tier": members["tier"],
+            "points_balance": members["points_balance"].astype("int64"),
+            "consent_profiling": consent.astype(np.int64),
+            "consent_at": consent_at,
+            "name": members["name"],
+            "email": members["email"],
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def _event_rows(events: pd.DataFrame, member_pk: pd.Series, *, tz_suffix: str) -> pd.DataFrame:
+    score = events["score"].astype("Int64").astype(object)
+    score[events["score"].isna().to_numpy()] = None
+    return pd.DataFrame(
+        {
+            "member_id": member_pk.reindex(events["member_id"]).to_numpy(),
+            "occurred_at": events["occurred_at"].dt.strftime("%Y-%m-%d %H:%M:%S") + tz_suffix,
+            "kind": events["kind"],
+            "amount": events["amount"].astype(float),
+            "points": events["points"].astype("int64"),
+            "quantity": events["quantity"].astype("int64"),
+            "duration_seconds": events["duration_seconds"].astype("int64"),
+            "score": score,
+            "offer_code": events["offer_code"],
+            "comment": events["comment"],
+            "fingerprint": event_fingerprints(events).to_numpy(),
+        }
+    )
+
+
+_COPY_BATCH = 250_000
+
+
+def _copy_rows(cursor, *, table: str, rows: pd.DataFrame, not_null: list[str]) -> None:
+    """COPY a frame into `table` in CSV batches (psycopg 3): no per-row Python work."""
+    columns = ", ".join(rows.columns)
+    force = f", FORCE_NOT_NULL ({', '.join(not_null)})" if not_null else ""
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv{force})") as copy:
+        for start in range(0, len(rows), _COPY_BATCH):
+            buffer = io.StringIO()
+            rows.iloc[start : start + _COPY_BATCH].to_csv(
+                buffer, header=False, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"
+            )
+            copy.write(buffer.getvalue())
+
+
+def _insert_rows(cursor, *, table: str, rows: pd.DataFrame) -> None:
+    """executemany in large batches (SQLite and other backends without COPY)."""
+    columns = ", ".join(rows.columns)
+    placeholders = ", ".join(["%s"] * len(rows.columns))
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
+    for start in range(0, len(rows), _COPY_BATCH):
+        batch = rows.iloc[start : start + _COPY_BATCH].astype(object)
+        batch = batch.where(batch.notna(), None)
+        cursor.executemany(sql, list(batch.itertuples(index=False, name=None)))
+
+
+def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dict[str, int]:
+    """Load offers, members and events into the database in one transaction.
+
+    Refuses to write into a database that already holds members unless `replace`, and
+    refuses `replace` while any Decision exists (decisions are protected records).
+    """
+    from django.db import connection, transaction
+
+    from loyalty.models import Event, Member, Offer
+    from recommendations.models import Decision
+
+    postgres = connection.vendor == "postgresql"
+    tz_suffix = "+00" if postgres else ""
+    member_table, event_table = Member._meta.db_table, Event._meta.db_table
+    with transaction.atomic():
+        if replace:
+            if Decision.objects.exists():
+                raise SimulatorTargetError(
+                    "refusing --replace: the database holds manager decisions, which are "
+                    "protected records; simulate into an empty database instead"
+                )
+            Event.objects.all().delete()
+            Member.objects.all().delete()
+            Offer.objects.all().delete()
+        else:
+            existing = Member.objects.count()
+            if existing:
+                raise SimulatorTargetError(
+                    f"the database already holds {existing} members; pass --replace to delete "
+                    "members, events and offers first, or use an empty database"
+                )
+        for row in program.offers.to_dict("records"):
+            Offer.objects.update_or_create(
+                code=row["code"],
+                defaults={k: row[k] for k in ("name", "kind", "cost", "value", "high_stakes", "active")},
+            )
+        member_rows = _member_rows(program.members, tz_suffix=tz_suffix)
+        with connection.cursor() as cursor:
+            if postgres:
+                _copy_rows(
+                    cursor.connection.cursor(), table=member_table, rows=member_rows,
+                    not_null=["gender", "region", "name", "email"],
+                )
+            else:
+                _insert_rows(cursor, table=member_table, rows=member_rows)
+            cursor.execute(f"SELECT member_id, id FROM {member_table}")
+            pairs = cursor.fetchall()
+        member_pk = pd.Series([pk for _, pk in pairs], index=[mid for mid, _ in pairs])
+        event_rows = _event_rows(program.events, member_pk, tz_suffix=tz_suffix)
+        with connection.cursor() as cursor:
+            if postgres:
+                _copy_rows(
+                    cursor.connection.cursor(), table=event_table, rows=event_rows,
+                    not_null=["offer_code", "comment"],
+                )
+            else:
+                _insert_rows(cursor, table=event_table, rows=event_rows)
+    return {"members": len(member_rows), "events": len(event_rows), "offers": len(program.offers)}
+
+
+__all__ = [
+    "DEFAULT_AS_OF",
+    "OFFERS",
+    "SimulatedProgram",
+    "SimulatorTargetError",
+    "program_write_db",
+    "program_write_files",
+    "simulate_program",
+]
+
