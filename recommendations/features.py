@@ -11,10 +11,14 @@ No Django here. Input frames (the selectors and the simulator adapter produce th
   ``points``, ``duration_seconds``, ``score`` (float or NaN), ``offer_code`` (str).
 
 Only events with ``occurred_at < as_of`` are read (strictly before), so a feature row for
-``as_of`` is exactly what was knowable at that instant. ``points_balance`` and ``tier`` are
-the member's *current* attributes; for historical snapshots (training at ``t0``) they are the
-best available proxy because the database keeps no history of them (documented leakage
-risk; they are slow-moving).
+``as_of`` is exactly what was knowable at that instant. ``points_balance`` must be the
+balance AT ``as_of``: ``members_at`` rewinds it for historical snapshots (every point change
+is an event). ``tier`` is the member's stored tier (no history is kept; slow-moving).
+
+``history_start``: when the recorded history starts less than 365 days before ``as_of``
+(training snapshots near the start of the data), the 180- and 365-day counts and spend are
+annualized over the part of the window that was recorded, so a snapshot at the start of the
+data and one a year later measure the same thing. Scoring leaves it None (full windows).
 
 Protected attributes: ``gender`` and ``region`` are NOT model inputs. They carry no
 legitimate signal for whether someone will keep buying, and feeding them would let the
@@ -116,12 +120,33 @@ def events_before(events: pd.DataFrame, as_of) -> pd.DataFrame:
     return events[_event_times_ns(events) < as_of.value]
 
 
-def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.DataFrame:
+def members_at(members: pd.DataFrame, events: pd.DataFrame, at) -> pd.DataFrame:
+    """Members with ``points_balance`` rewound to ``at``: minus the points of events at/after it.
+
+    ``members.points_balance`` must be the balance after the last event in ``events``.
+    """
+    at = _as_utc(at)
+    later = events[_event_times_ns(events) >= at.value] if len(events) else events
+    out = members.copy()
+    if len(later):
+        delta = later.groupby("member_pk")["points"].sum()
+        out["points_balance"] = out["points_balance"].fillna(0).to_numpy(float) - (
+            out["pk"].map(delta).fillna(0).to_numpy(float)
+        )
+    return out
+
+
+def build_features(
+    members: pd.DataFrame, events: pd.DataFrame, as_of, history_start=None
+) -> pd.DataFrame:
     """Feature frame indexed by member pk, columns in FEATURE_SPEC order (float64).
 
     Vectorized with np.bincount over integer member positions: one pass per feature family.
     """
     as_of = _as_utc(as_of)
+    recorded_days = np.inf
+    if history_start is not None:
+        recorded_days = max((as_of - _as_utc(history_start)).total_seconds() / 86_400, 1.0)
     pks = members["pk"].to_numpy()
     n = len(pks)
     index = pd.Index(pks, name="member_pk")
@@ -147,10 +172,11 @@ def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.Dat
     out: dict[str, np.ndarray] = {}
     purchase = kind == ENGAGEMENT_EVENT_KIND
     within = {w: days <= w for w in (30, 60, 90, 180, 365)}
+    scale = {w: w / min(w, recorded_days) for w in (30, 90, 180, 365)}
     for w in (30, 90, 180, 365):
-        out[f"purchases_{w}d"] = count(purchase & within[w])
+        out[f"purchases_{w}d"] = count(purchase & within[w]) * scale[w]
     for w in (30, 90, 365):
-        out[f"spend_{w}d"] = count(purchase & within[w], amount)
+        out[f"spend_{w}d"] = count(purchase & within[w], amount) * scale[w]
     last_purchase = min_days(purchase)
     out["days_since_purchase"] = np.minimum(last_purchase, NO_HISTORY_DAYS)
     out["avg_basket_365d"] = np.divide(
@@ -165,7 +191,7 @@ def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.Dat
     first_365 = np.full(n, -np.inf)
     sel = purchase & within[365]
     np.maximum.at(first_365, pos[sel], days[sel])
-    n365 = out["purchases_365d"]
+    n365 = count(sel)  # raw count, not annualized
     mean_gap = np.where(n365 >= 2, (first_365 - np.minimum(last_purchase, 365)) / np.maximum(n365 - 1, 1), 365.0)
     out["mean_gap_days"] = np.clip(mean_gap, 0.0, 365.0)
     out["gap_ratio"] = np.clip(
@@ -182,7 +208,7 @@ def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.Dat
     redemption = kind == "redemption"
     points = ev["points"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     out["redemptions_90d"] = count(redemption & within[90])
-    out["points_redeemed_365d"] = count(redemption & within[365], np.abs(points))
+    out["points_redeemed_365d"] = count(redemption & within[365], np.abs(points)) * scale[365]
 
     score = ev["score"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     feedback = (kind == "feedback") & within[365] & ~np.isnan(score)
@@ -202,7 +228,7 @@ def build_features(members: pd.DataFrame, events: pd.DataFrame, as_of) -> pd.Dat
     out["age"] = np.where(np.isnan(age), 45.0, age)
 
     sent = kind == "offer_sent"
-    out["offers_received_365d"] = count(sent & within[365])
+    out["offers_received_365d"] = count(sent & within[365]) * scale[365]
     out["days_since_offer"] = np.minimum(min_days(sent), NO_HISTORY_DAYS)
     exposures = offer_exposures(ev.assign(member_pk=pks[pos]) if len(ev) else events, as_of)
     if len(exposures):

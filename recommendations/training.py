@@ -1,7 +1,10 @@
 """Train the model bundle: engagement model, offer-response model, interval calibrators. No Django.
 
 Training set (engagement): features at ``t0 = as_of - horizon_days`` (events strictly before
-t0) and labels from ``[t0, as_of)``, so every label is known at ``as_of``. Members are split
+t0, points balance rewound to t0, 180/365-day windows annualized when the recorded history is
+shorter) and labels from ``[t0, as_of)``, so every label is known at ``as_of``. Members who
+joined on or after t0 are left out of the training set. ``members.points_balance`` must be
+the balance at ``as_of`` (the selectors return it so). Members are split
 by pk into train (60%), calibration (20%) and holdout (20%); the holdout is used only for
 the metrics.
 
@@ -38,6 +41,7 @@ from recommendations.features import (
     FEATURE_NAMES,
     build_features,
     engagement_labels,
+    members_at,
     offer_exposures,
 )
 from recommendations.scoring import (
@@ -90,6 +94,12 @@ class IntervalCalibrator:
         low = np.minimum(p0_p1[:, 0], p)
         high = np.maximum(p0_p1[:, 1], p)
         return p, low, high
+
+
+def _history_start(events: pd.DataFrame) -> pd.Timestamp | None:
+    if not len(events):
+        return None
+    return pd.to_datetime(events["occurred_at"], utc=True).min()
 
 
 def _split_members(pks: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -149,8 +159,12 @@ def interval_coverage_binned(y, p, low, high, bins: int = 20) -> float:
 def response_training_rows(
     members: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp,
     feedback: pd.DataFrame | None = None,
+    history_start: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(exposures, member feature rows aligned with them) for the response model."""
+    """(exposures, member feature rows aligned with them) for the response model.
+
+    ``members.points_balance`` is the balance at as_of; each snapshot rewinds it.
+    """
     exposures = offer_exposures(events, as_of)
     if feedback is not None and len(feedback):
         extra = feedback[["member_pk", "offer_code", "sent_at", "responded"]].copy()
@@ -169,8 +183,8 @@ def response_training_rows(
     parts = []
     for step, group in exposures.groupby("snapshot", sort=False):
         snapshot_at = as_of - pd.Timedelta(days=SNAPSHOT_DAYS * int(step))
-        subset = members[members["pk"].isin(group["member_pk"].unique())]
-        snap = build_features(subset, events, snapshot_at)
+        subset = members_at(members[members["pk"].isin(group["member_pk"].unique())], events, snapshot_at)
+        snap = build_features(subset, events, snapshot_at, history_start=history_start)
         rows = snap.loc[group["member_pk"].to_numpy()]
         rows.index = group.index
         parts.append(rows)
@@ -204,14 +218,20 @@ def train_bundle(
     t0 = as_of - pd.Timedelta(days=horizon_days)
     started = time.perf_counter()
 
-    X_all = build_features(members, events, t0)
-    y_all = engagement_labels(members, events, t0, horizon_days).to_numpy()
+    history_start = _history_start(events)
+    # Members who had not joined by t0 cannot be scored at t0: their "no history" would mean
+    # "not yet a member", not "stopped buying".
+    joined = pd.to_datetime(members["joined_at"], errors="coerce", utc=True)
+    population = members[~(joined >= t0).to_numpy()]
+    population = members_at(population, events, t0)
+    X_all = build_features(population, events, t0, history_start=history_start)
+    y_all = engagement_labels(population, events, t0, horizon_days).to_numpy()
     if sample_weight is None:
-        w_all = np.ones(len(members))
-    elif isinstance(sample_weight, pd.Series):
-        w_all = sample_weight.reindex(X_all.index).fillna(1.0).to_numpy(float)
+        w_all = np.ones(len(X_all))
     else:
-        w_all = np.asarray(sample_weight, dtype=float)
+        if not isinstance(sample_weight, pd.Series):
+            sample_weight = pd.Series(np.asarray(sample_weight, dtype=float), index=members["pk"].to_numpy())
+        w_all = sample_weight.reindex(X_all.index).fillna(1.0).to_numpy(float)
     split = _split_members(X_all.index.to_numpy(), seed)
     masks = {name: X_all.index.isin(pks) for name, pks in split.items()}
     if len(np.unique(y_all[masks["train"]])) < 2:
@@ -226,7 +246,7 @@ def train_bundle(
     response_interval = None
     offer_codes: list[str] = []
     offer_kinds: list[str] = []
-    exposures, exp_feats = response_training_rows(members, events, as_of, feedback)
+    exposures, exp_feats = response_training_rows(members, events, as_of, feedback, history_start)
     by_code = {o.code: o for o in offers}
     if len(exposures):
         # Exposures of offers no longer in the catalog carry no terms: they cannot be encoded.
