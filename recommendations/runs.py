@@ -298,22 +298,14 @@ def chunk_claim(*, chunk_id: int, reclaim: bool = False) -> bool:
     return bool(claimed)
 
 
-def offer_terms_active() -> tuple[list[Offer], list[Any]]:
-    """Active offers (by code) and the engine's view of them, in the same order."""
-    from recommendations.scoring import OfferTerms
+def offers_active() -> tuple[list[Offer], list[Any]]:
+    """Active offers and the engine's terms for them, in the same order (the engine's selector
+    decides which offers are scored: active ones, by code, without the no-action pseudo offer)."""
+    from recommendations.selectors import offer_terms_list
 
-    offers = list(Offer.objects.filter(active=True).exclude(kind="no_action").order_by("code"))
-    terms = [
-        OfferTerms(
-            code=offer.code,
-            kind=offer.kind,
-            cost=float(offer.cost),
-            value=float(offer.value),
-            high_stakes=offer.high_stakes,
-        )
-        for offer in offers
-    ]
-    return offers, terms
+    terms = offer_terms_list(active_only=True)
+    by_code = Offer.objects.in_bulk([term.code for term in terms], field_name="code")
+    return [by_code[term.code] for term in terms], terms
 
 
 def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
@@ -340,7 +332,7 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
     recommendations: list[Recommendation] = []
     if len(members_df):
         features = build_features(members_df, events_df, as_of)
-        offers, terms = offer_terms_active()
+        offers, terms = offers_active()
         batch = score_features(bundle, features, terms)
         recommendations = _recommendations_build(
             run=run, features=features, batch=batch, offers=offers

@@ -2,44 +2,66 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.db import InterfaceError, OperationalError
 
 from recommendations.runs import chunk_fail, chunk_score
 
+logger = logging.getLogger(__name__)
 
-class ChunkTask(Task):
-    """Records a chunk's failure once Celery has given up on it (retries exhausted or a
-    non-retryable error), which fails the run with a message naming the chunk."""
+# A database that went away (restart, failover, too many connections) usually comes back.
+RETRYABLE = (OperationalError, InterfaceError)
+MAX_RETRIES = 5
 
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        chunk_id = args[0] if args else kwargs.get("chunk_id")
-        if chunk_id is not None:
-            chunk_fail(chunk_id=int(chunk_id), error=f"{type(exc).__name__}: {exc}")
+
+def retry_countdown(retries: int) -> int:
+    """Exponential backoff with full jitter: up to 2, 4, 8, ... seconds, capped at 2 minutes."""
+    return get_exponential_backoff_interval(factor=2, retries=retries, maximum=120, full_jitter=True)
+
+
+def _record_failure(chunk_id: int, exc: BaseException) -> None:
+    try:
+        chunk_fail(chunk_id=chunk_id, error=f"{type(exc).__name__}: {exc}")
+    except Exception:  # noqa: BLE001 - the database may be the thing that failed
+        # The chunk stays "running"; `run_resume` picks it up as stale.
+        logger.exception("could not record the failure of scoring chunk %s", chunk_id)
 
 
 @shared_task(
     bind=True,
-    base=ChunkTask,
     name="recommendations.score_chunk",
-    # A database that went away (restart, failover, too many connections) usually comes back.
-    autoretry_for=(OperationalError, InterfaceError),
-    max_retries=5,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
+    max_retries=MAX_RETRIES,
     # Acknowledge after the rows are committed; a killed pool child hands the chunk back.
     acks_late=True,
     reject_on_worker_lost=True,
 )
 def score_chunk(self: Task, chunk_id: int, reclaim: bool = False) -> dict[str, Any]:
-    """Score one ScoringChunk. Redelivered, retried and resumed attempts may take over a chunk
-    left "running" by a dead attempt; the unique (run, member) constraint keeps rows single."""
+    """Score one ScoringChunk.
+
+    Redelivered, retried and resumed attempts may take over a chunk left "running" by a dead
+    attempt; the unique (run, member) constraint keeps its rows single. Database errors are
+    retried with backoff; once retries are exhausted, or on any other error, the chunk is
+    marked failed, which fails the run with a message naming the chunk. (The failure is
+    recorded here rather than in on_failure, which eager mode with propagation skips.)
+    """
     delivery = self.request.delivery_info or {}
-    reclaim = reclaim or bool(delivery.get("redelivered")) or (self.request.retries or 0) > 0
-    outcome = chunk_score(chunk_id=chunk_id, reclaim=reclaim)
+    retries = self.request.retries or 0
+    reclaim = reclaim or bool(delivery.get("redelivered")) or retries > 0
+    try:
+        outcome = chunk_score(chunk_id=chunk_id, reclaim=reclaim)
+    except RETRYABLE as exc:
+        if retries < self.max_retries:
+            logger.warning("scoring chunk %s: %s; retry %s of %s", chunk_id, exc, retries + 1, self.max_retries)
+            raise self.retry(exc=exc, countdown=retry_countdown(retries)) from exc
+        _record_failure(chunk_id, exc)
+        raise
+    except Exception as exc:
+        _record_failure(chunk_id, exc)
+        raise
     return {
         "chunk": outcome.chunk_id,
         "claimed": outcome.claimed,
