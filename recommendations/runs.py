@@ -326,8 +326,9 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
     members_df, events_df = member_frames_load(
         as_of=run.as_of, pk_from=chunk.member_pk_from, pk_to=chunk.member_pk_to, consenting_only=True
     )
-    skipped = Member.objects.filter(
-        pk__gte=chunk.member_pk_from, pk__lte=chunk.member_pk_to, consent_profiling=False
+    # Erased members count as not consenting: their profile may no longer be processed.
+    skipped = Member.objects.filter(pk__gte=chunk.member_pk_from, pk__lte=chunk.member_pk_to).filter(
+        Q(consent_profiling=False) | Q(erased_at__isnull=False)
     ).count()
     recommendations: list[Recommendation] = []
     if len(members_df):

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from loyalty.models import Member, Offer
 from recommendations.models import (
@@ -47,9 +48,12 @@ def _run(program, **kwargs) -> ScoringRun:
 
 def test_run_writes_one_recommendation_per_consenting_member(scored_setup) -> None:
     program, model = scored_setup
-    consenting = consenting_pks()
-    non_consenting = Member.objects.filter(consent_profiling=False).count()
-    assert 0 < len(consenting) < MEMBERS and non_consenting > 0
+    # An erased member is never profiled, whatever its consent flag says.
+    erased = Member.objects.filter(consent_profiling=True).order_by("pk")[3]
+    Member.objects.filter(pk=erased.pk).update(erased_at=timezone.now())
+    consenting = consenting_pks() - {erased.pk}
+    non_consenting = Member.objects.filter(consent_profiling=False).count() + 1
+    assert 0 < len(consenting) < MEMBERS and non_consenting > 1
 
     run = _run(program)
 
@@ -226,7 +230,7 @@ def test_chunk_stuck_running_is_taken_over_by_resume(scored_setup) -> None:
     assert run_resume(run_id=run.pk) == []
 
 
-def test_failing_chunks_fail_the_run_with_a_clear_message_and_resume_recovers(scored_setup) -> None:
+def test_failing_chunks_fail_the_run_with_a_clear_message_and_resume_recovers(scored_setup, capsys) -> None:
     program, model = scored_setup
     good_sha = model.sha256
     # A real failure: the artifact no longer matches its recorded checksum.
@@ -243,7 +247,8 @@ def test_failing_chunks_fail_the_run_with_a_clear_message_and_resume_recovers(sc
     assert run.chunks_done == 0 and run.members_scored == 0
 
     ModelVersion.objects.filter(pk=model.pk).update(sha256=good_sha)
-    assert len(run_resume(run_id=run.pk)) == len(chunks)
+    call_command("score", "--resume", str(run.pk), "--wait", "--poll", "0.05")
+    assert f"run {run.pk}: re-enqueued {len(chunks)} chunk(s)" in capsys.readouterr().out
     run.refresh_from_db()
     assert run.status == ScoringRun.Status.SUCCEEDED and run.error == ""
     assert Recommendation.objects.filter(run=run).count() == len(consenting_pks())
@@ -278,3 +283,5 @@ def test_run_needs_a_model(transactional_db) -> None:
         call_command("score", "--as-of", "2024-01-01", "--model", "424242")
     with pytest.raises(CommandError, match="--as-of is required"):
         call_command("score")
+    with pytest.raises(CommandError, match="scoring run 424242 does not exist"):
+        call_command("score", "--resume", "424242")
