@@ -301,6 +301,23 @@ def engagement_labels(members: pd.DataFrame, events: pd.DataFrame, as_of, horizo
     return pd.Series(index.isin(buyers).astype(int), index=index, name="engaged")
 
 
+def purchase_counts(members: pd.DataFrame, events: pd.DataFrame, as_of, horizon_days: int) -> pd.Series:
+    """Number of purchases in [as_of, as_of + horizon_days) per member pk (engaged = count >= 1)."""
+    start = _as_utc(as_of)
+    end = start + pd.Timedelta(days=horizon_days)
+    index = pd.Index(members["pk"].to_numpy(), name="member_pk")
+    if not len(events):
+        return pd.Series(np.zeros(len(index), dtype=int), index=index, name="purchases")
+    t_ns = _event_times_ns(events)
+    mask = (
+        (events["kind"].to_numpy() == ENGAGEMENT_EVENT_KIND)
+        & (t_ns >= start.value) & (t_ns < end.value)
+    )
+    pos = index.get_indexer(events["member_pk"].to_numpy()[mask])
+    counts = np.bincount(pos[pos >= 0], minlength=len(index))
+    return pd.Series(counts, index=index, name="purchases")
+
+
 def frames_from_program(members: pd.DataFrame, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Adapt simulator/CSV frames (keyed by member_id) to the pk-keyed frames used here.
 

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommendations.training import train_bundle
+from tests.recommendations.conftest import AS_OF
+from tests.recommendations.synth import OFFERS
+
+METRIC_KEYS = {
+    "auc", "brier", "accuracy", "precision", "recall", "f1", "confusion_matrix",
+    "calibration_curve", "interval_coverage", "n_train", "n_holdout", "response",
+    "shap_rows_per_s", "policy", "interval_dispersion_k",
+}
+
+
+def test_training_stores_metrics(trained):
+    bundle, metrics = trained
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["n_train"] > metrics["n_holdout"] > 0
+    assert 0.7 < metrics["auc"] <= 1.0  # the synthetic rate is strongly visible in history
+    assert np.array(metrics["confusion_matrix"]).sum() == metrics["n_holdout"]
+    assert bundle.offer_policy == "learned" and metrics["offer_policy"] == "learned"
+    assert set(bundle.offer_codes) == {o.code for o in OFFERS}
+    assert metrics["response"]["auc"] > 0.6
+    assert 0.0 <= metrics["interval_coverage"] <= 1.0
+
+
+def test_calibration_is_sane(trained):
+    _, metrics = trained
+    curve = metrics["calibration_curve"]
+    gaps = np.abs(np.array(curve["mean_predicted"]) - np.array(curve["fraction_positive"]))
+    assert gaps.mean() < 0.1
+    assert metrics["brier"] < 0.2
+
+
+def test_no_exposures_gives_default_policy(frames):
+    members, events = frames
+    quiet = events[~events["kind"].isin(["offer_sent", "offer_redeemed"])]
+    bundle, metrics = train_bundle(members=members, events=quiet, offers=OFFERS, as_of=AS_OF, horizon_days=60)
+    assert bundle.response_model is None
+    assert bundle.offer_policy == "default_policy" == metrics["offer_policy"]
+    assert metrics["response"]["n_exposures"] == 0
+
+
+def test_rf_and_unknown_algorithm(frames):
+    members, events = frames
+    bundle, metrics = train_bundle(
+        members=members, events=events, offers=OFFERS, as_of=AS_OF, horizon_days=60, algorithm="rf"
+    )
+    assert bundle.algorithm == "rf" and metrics["auc"] > 0.7
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        train_bundle(members=members, events=events, offers=OFFERS, as_of=AS_OF, horizon_days=60, algorithm="xgb")
+
+
+def test_training_ignores_events_after_as_of(frames, trained):
+    members, events = frames
+    late = events.sample(300, random_state=1).assign(occurred_at=AS_OF + pd.Timedelta(days=3))
+    _, again = train_bundle(
+        members=members, events=pd.concat([events, late]), offers=OFFERS, as_of=AS_OF, horizon_days=60
+    )
+    assert again["auc"] == trained[1]["auc"]
