@@ -162,9 +162,9 @@ COMMENTS, _COMMENT_RANGES = _comment_vocabulary()
 
 def _season(dates: pd.DatetimeIndex) -> np.ndarray:
     """Annual peak before Christmas, dip in late summer; weekends busier for purchases."""
-    doy = dates.dayofyear.to_numpy()
+    doy = dates.day_of_year.to_numpy()
     annual = 1.0 + 0.2 * np.cos(2 * np.pi * (doy - 355) / 365.25)
-    weekday = np.array([0.9, 0.88, 0.92, 0.98, 1.1, 1.3, 0.92])[dates.dayofweek.to_numpy()]
+    weekday = np.array([0.9, 0.88, 0.92, 0.98, 1.1, 1.3, 0.92])[dates.day_of_week.to_numpy()]
     return annual * weekday / weekday.mean()
 
 
@@ -456,6 +456,12 @@ def _events_frame(
     kind = cols["kind"][mask]
     order = np.lexsort((kind, seconds, member))
     member, seconds, kind = member[order], seconds[order], kind[order]
+    # Two events of one kind for one member in the same second would share a fingerprint
+    # (the unique key in the database): vanishingly rare, but keep only the first.
+    repeat = np.zeros(len(order), dtype=bool)
+    repeat[1:] = (member[1:] == member[:-1]) & (seconds[1:] == seconds[:-1]) & (kind[1:] == kind[:-1])
+    if repeat.any():
+        order, member, seconds, kind = order[~repeat], member[~repeat], seconds[~repeat], kind[~repeat]
     offer = cols["offer"][mask][order]
     occurred = pd.Series(
         day0.to_datetime64().astype("datetime64[s]") + seconds.astype("timedelta64[s]")
@@ -748,10 +754,9 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
         member_rows = _member_rows(program.members, tz_suffix=tz_suffix)
         with connection.cursor() as cursor:
             if postgres:
-                _copy_rows(
-                    cursor.connection.cursor(), table=member_table, rows=member_rows,
-                    not_null=["gender", "region", "name", "email"],
-                )
+                # cursor.connection is the psycopg 3 connection: COPY needs its own cursor.
+                with cursor.connection.cursor() as raw:
+                    _copy_rows(raw, table=member_table, rows=member_rows, not_null=["gender", "region", "name", "email"])
             else:
                 _insert_rows(cursor, table=member_table, rows=member_rows)
             cursor.execute(f"SELECT member_id, id FROM {member_table}")
@@ -760,10 +765,8 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
         event_rows = _event_rows(program.events, member_pk, tz_suffix=tz_suffix)
         with connection.cursor() as cursor:
             if postgres:
-                _copy_rows(
-                    cursor.connection.cursor(), table=event_table, rows=event_rows,
-                    not_null=["offer_code", "comment"],
-                )
+                with cursor.connection.cursor() as raw:
+                    _copy_rows(raw, table=event_table, rows=event_rows, not_null=["offer_code", "comment"])
             else:
                 _insert_rows(cursor, table=event_table, rows=event_rows)
     return {"members": len(member_rows), "events": len(event_rows), "offers": len(program.offers)}
