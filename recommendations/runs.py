@@ -578,16 +578,24 @@ def _export_parquet(*, run_id: int, out: IO, batch_rows: int) -> int:
 
 
 TRUTH_COLUMNS = ("member_id", "engaged")
+TRUE_PROBABILITY_COLUMN = "p_engage"
 
 
 def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
     """Compare a run's engagement probabilities with observed outcomes.
 
-    `truth` has member_id (external id, as imported) and engaged (0/1). Returns AUC, Brier
-    score, interval coverage as the engine defines it for its 90% interval
-    (training.interval_coverage_binned: the share of members whose probability bin's observed
-    engagement rate lies inside their own interval), and how many members matched.
-    Members of the program that the run did not score (no consent) are counted, not matched.
+    `truth` has member_id (external id, as imported) and engaged (0/1), optionally p_engage
+    (the true engagement probability, which the simulator knows). Returns AUC, Brier score,
+    the 90% interval's coverage and how many members matched. Members of the program the run
+    did not score (no consent) are counted, not matched; ids not in the program are an error.
+
+    Coverage follows the engine's definition of the interval (training.EngagementInterval):
+    it is a range for each member's TRUE engagement probability, so with p_engage it is the
+    share of members whose p_engage lies in [p_low, p_high] (target ~0.90). One yes/no outcome
+    per member cannot show where a member's true probability lies, so without p_engage the
+    fallback is the engine's binned estimate (training.interval_coverage_binned: the share of
+    members whose probability bin's observed engagement rate lies inside their own interval),
+    and `interval_coverage_method` says which one was used.
     """
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
@@ -598,19 +606,26 @@ def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
     if missing:
         raise ScoringError(
             f"truth file is missing column(s) {', '.join(missing)}; it needs {', '.join(TRUTH_COLUMNS)}"
+            f" (and optionally {TRUE_PROBABILITY_COLUMN})"
         )
-    truth = truth[list(TRUTH_COLUMNS)].copy()
+    has_true_p = TRUE_PROBABILITY_COLUMN in truth.columns
+    truth = truth[[*TRUTH_COLUMNS, *([TRUE_PROBABILITY_COLUMN] if has_true_p else [])]].copy()
     truth["member_id"] = truth["member_id"].astype(str).str.strip()
     if truth["member_id"].duplicated().any():
         dupes = truth.loc[truth["member_id"].duplicated(), "member_id"].head(5).tolist()
         raise ScoringError(f"truth file lists members more than once, e.g. {dupes}")
-    engaged = pd.to_numeric(truth["engaged"].astype(str).str.strip().str.lower().map(
+    engaged = truth["engaged"].astype(str).str.strip().str.lower().map(
         {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
-    ), errors="coerce")
+    )
     if engaged.isna().any():
         bad = truth.loc[engaged.isna(), "member_id"].head(5).tolist()
         raise ScoringError(f"engaged must be 0/1 or true/false; not for members {bad}")
     truth["engaged"] = engaged.astype(int)
+    if has_true_p:
+        true_p = pd.to_numeric(truth[TRUE_PROBABILITY_COLUMN], errors="coerce")
+        if true_p.isna().any() or not true_p.between(0, 1).all():
+            raise ScoringError(f"{TRUE_PROBABILITY_COLUMN} must be a probability between 0 and 1")
+        truth[TRUE_PROBABILITY_COLUMN] = true_p
 
     known = set(
         Member.objects.filter(member_id__in=truth["member_id"].tolist()).values_list("member_id", flat=True)
@@ -632,7 +647,15 @@ def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
         raise ScoringError(f"no member of the truth file was scored by run {run.pk}")
     y = matched["engaged"].to_numpy(int)
     p = matched["probability"].to_numpy(float)
-    both = len(np.unique(y)) == 2
+    low = matched["p_low"].to_numpy(float)
+    high = matched["p_high"].to_numpy(float)
+    if has_true_p:
+        true_p = matched[TRUE_PROBABILITY_COLUMN].to_numpy(float)
+        coverage = float(np.mean((low <= true_p) & (true_p <= high)))
+        method = f"share of members whose true {TRUE_PROBABILITY_COLUMN} lies in [p_low, p_high]"
+    else:
+        coverage = interval_coverage_binned(y, p, low, high)
+        method = "binned: share of members whose probability bin's observed rate lies in their interval"
     return {
         "run": run.pk,
         "model_version": run.model_version_id,
@@ -640,10 +663,9 @@ def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
         "n_matched": int(len(matched)),
         "n_unscored": int(len(truth) - len(matched)),
         "base_rate": float(y.mean()),
-        "auc": float(roc_auc_score(y, p)) if both else None,
+        "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
         "brier": float(brier_score_loss(y, p)),
-        "interval_coverage": interval_coverage_binned(
-            y, p, matched["p_low"].to_numpy(float), matched["p_high"].to_numpy(float)
-        ),
-        "interval_mean_width": float((matched["p_high"] - matched["p_low"]).mean()),
+        "interval_coverage": coverage,
+        "interval_coverage_method": method,
+        "interval_mean_width": float(np.mean(high - low)),
     }

@@ -113,11 +113,13 @@ def test_export_errors(transactional_db, tmp_path) -> None:
 
 def test_evaluate_against_ground_truth(scored_run, tmp_path, capsys) -> None:
     program, run = scored_run
-    truth = program.ground_truth[["member_id", "engaged"]]
-    path = tmp_path / "truth.csv"
-    truth.to_csv(path, index=False)
+    truth = program.ground_truth[["member_id", "engaged", "p_engage"]]
+    with_true_p = tmp_path / "truth.csv"
+    truth.to_csv(with_true_p, index=False)
+    labels_only = tmp_path / "labels.csv"
+    truth[["member_id", "engaged"]].to_csv(labels_only, index=False)
 
-    call_command("evaluate", "--run", str(run.pk), "--truth", str(path), "--json")
+    call_command("evaluate", "--run", str(run.pk), "--truth", str(with_true_p), "--json")
     result = json.loads(capsys.readouterr().out)
 
     scored = pd.DataFrame.from_records(
@@ -125,24 +127,29 @@ def test_evaluate_against_ground_truth(scored_run, tmp_path, capsys) -> None:
     ).rename(columns={"member__member_id": "member_id"})
     joined = truth.astype({"member_id": str}).merge(scored, on="member_id")
     y = joined["engaged"].astype(int).to_numpy()
+    p, low, high = (joined[c].to_numpy() for c in ("probability", "p_low", "p_high"))
     assert result["n_matched"] == len(joined) == len(consenting_pks())
     assert result["n_truth"] == MEMBERS and result["n_unscored"] == MEMBERS - len(joined)
-    assert result["auc"] == pytest.approx(roc_auc_score(y, joined["probability"]))
-    assert result["brier"] == pytest.approx(brier_score_loss(y, joined["probability"]))
-    assert result["interval_coverage"] == pytest.approx(
-        interval_coverage_binned(y, joined["probability"].to_numpy(), joined["p_low"].to_numpy(), joined["p_high"].to_numpy())
-    )
-    # A trained model beats chance on the simulated program and is reasonably calibrated.
-    assert result["auc"] > 0.65
-    assert result["brier"] < 0.25
-    assert 0.0 <= result["interval_coverage"] <= 1.0
-    assert np.isfinite(result["interval_mean_width"])
+    assert result["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert result["brier"] == pytest.approx(brier_score_loss(y, p))
+    true_p = joined["p_engage"].to_numpy()
+    assert result["interval_coverage"] == pytest.approx(np.mean((low <= true_p) & (true_p <= high)))
+    assert "true p_engage" in result["interval_coverage_method"]
+    assert result["interval_mean_width"] == pytest.approx(np.mean(high - low))
+    # A trained model beats chance on the simulated program.
+    assert result["auc"] > 0.65 and result["brier"] < 0.25
 
-    call_command("evaluate", "--run", str(run.pk), "--truth", str(path))
+    call_command("evaluate", "--run", str(run.pk), "--truth", str(labels_only), "--json")
+    labels = json.loads(capsys.readouterr().out)
+    assert labels["interval_coverage"] == pytest.approx(interval_coverage_binned(y, p, low, high))
+    assert labels["interval_coverage_method"].startswith("binned")
+    assert (labels["auc"], labels["brier"], labels["n_matched"]) == (result["auc"], result["brier"], result["n_matched"])
+
+    call_command("evaluate", "--run", str(run.pk), "--truth", str(with_true_p))
     text = capsys.readouterr().out
     assert f"{result['n_matched']} matched of {MEMBERS}" in text
     assert f"AUC                {result['auc']:.4f}" in text
-    assert "interval coverage" in text and "Brier" in text
+    assert f"interval coverage  {result['interval_coverage']:.3f}" in text and "Brier" in text
 
 
 def test_evaluate_errors(scored_run, tmp_path) -> None:

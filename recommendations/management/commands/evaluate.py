@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run", type=int, required=True, help="scoring run id")
-        parser.add_argument("--truth", required=True, help="CSV with member_id and engaged (0/1)")
+        parser.add_argument("--truth", required=True, help="CSV with member_id, engaged (0/1), optionally p_engage")
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     def handle(self, *args, **options) -> None:
@@ -38,6 +38,6 @@ class Command(BaseCommand):
             f"AUC                {auc}\n"
             f"Brier              {result['brier']:.4f}\n"
             f"interval coverage  {result['interval_coverage']:.3f} "
-            f"(mean width {result['interval_mean_width']:.3f})\n"
+            f"(mean width {result['interval_mean_width']:.3f}; {result['interval_coverage_method']})\n"
             f"base rate          {result['base_rate']:.3f}"
         )
