@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from recommendations.models import ScoringRun
-from recommendations.runs import ScoringError, run_resume, run_start
+from recommendations.runs import DEFAULT_STALE_AFTER, ScoringError, run_resume, run_start
 
 FINAL = {ScoringRun.Status.SUCCEEDED, ScoringRun.Status.FAILED}
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="show progress and return when the run ends")
         parser.add_argument("--resume", type=int, default=None, metavar="RUN_ID",
                             help="re-enqueue pending, failed and stale chunks of a run")
-        parser.add_argument("--stale-after", type=float, default=15 * 60, metavar="SECONDS",
+        parser.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER.total_seconds(), metavar="SECONDS",
                             help="with --resume: a chunk running this long has lost its worker")
         parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks")
 
