@@ -103,6 +103,10 @@ class ScoringChunk(models.Model):
     skipped_no_consent = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last failure, kept after a successful retry so operators can see what happened.
+    error = models.TextField(blank=True)
+    # "hostname:pid" of the process that last claimed the chunk: who to look at when it hangs.
+    worker = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="chunk_unique_index")]

@@ -1,0 +1,671 @@
+"""Scoring runs: one run = many idempotent chunks of members, scored by Celery workers.
+
+Correctness comes from Postgres, not from Celery delivering a message exactly once:
+
+* a chunk is claimed with a conditional UPDATE (`filter(...).update(...)`, then the count);
+* recommendations are inserted with `ignore_conflicts` against the unique (run, member)
+  constraint, so a chunk executed twice writes each row once;
+* a chunk is marked done, and the run's counters move, in the same transaction as its rows,
+  again with a conditional UPDATE, so counters move exactly once per chunk;
+* the run succeeds with a conditional UPDATE on `chunks_done = chunks_total`, exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from governance.audit import audit_log
+from loyalty.models import Member, Offer
+from recommendations.models import (
+    ModelVersion,
+    Recommendation,
+    RecommendationStatus,
+    ScoringChunk,
+    ScoringRun,
+)
+
+logger = logging.getLogger(__name__)
+
+# A chunk "running" for longer than this has lost its worker: `run_resume` hands it out again.
+# Re-running a chunk that is in fact still alive costs time, never correctness.
+DEFAULT_STALE_AFTER = timedelta(minutes=15)
+
+EXPORT_COLUMNS = [
+    "member_id", "offer_code", "probability", "interval_low", "interval_high",
+    "expected_value", "ev_low", "ev_high", "status", "model_version",
+]
+ALTERNATIVE_KEYS = ("p_response", "p_low", "p_high", "ev", "ev_low", "ev_high")
+
+
+class ScoringError(Exception):
+    """A scoring request that cannot be carried out, with a message for the operator."""
+
+
+# --------------------------------------------------------------------------------------------
+# Priority and route: one function each, used by every chunk.
+# --------------------------------------------------------------------------------------------
+
+
+def recommendation_priority(
+    *,
+    probability: np.ndarray | float,
+    p_low: np.ndarray | float,
+    p_high: np.ndarray | float,
+    offer_cost: np.ndarray | float,
+    member_value: np.ndarray | float,
+) -> np.ndarray:
+    """What a wrong decision on this recommendation would cost, in program currency.
+
+        priority = offer_cost
+                 + member_value * (1 - probability)     # value at risk: churn risk x value
+                 + member_value * (p_high - p_low)      # how unsure the model is, in value
+
+    * offer_cost: money spent if the recommended offer is sent to someone who did not need it
+      (0 when the recommendation is "no action").
+    * member_value: what the member is worth to the program (trailing spend; see
+      `member_values`); a valuable member likely to leave is worth a manager's attention first.
+    * the interval width turns uncertainty into value: a wide 90% interval on a valuable member
+      means the model can be badly wrong, which is exactly what a human should look at.
+
+    Works elementwise on arrays; the review queue sorts by it, highest first.
+    """
+    probability = np.asarray(probability, dtype=np.float64)
+    width = np.clip(np.asarray(p_high, np.float64) - np.asarray(p_low, np.float64), 0.0, 1.0)
+    value = np.maximum(np.asarray(member_value, np.float64), 0.0)
+    churn = np.clip(1.0 - probability, 0.0, 1.0)
+    return np.asarray(offer_cost, np.float64) + value * churn + value * width
+
+
+def recommendation_route(*, offer_code: str | None, high_stakes: bool) -> tuple[str, list[str]]:
+    """Who must look at a recommendation: "senior" for high-stakes offers, else "review".
+
+    Governance replaces this with admin-configured escalation policies; until then nothing is
+    automated: every recommendation is seen by a manager, high-stakes ones by a senior manager.
+    """
+    if offer_code and high_stakes:
+        return "senior", [f"Offer {offer_code} is marked high-stakes: a senior manager decides."]
+    return "review", []
+
+
+# --------------------------------------------------------------------------------------------
+# Starting and resuming runs
+# --------------------------------------------------------------------------------------------
+
+
+def member_pk_ranges(*, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(pk_from, pk_to inclusive, member count) slices of all members, `chunk_size` per slice.
+
+    Streams primary keys, so 1M members cost one index scan and no big list in memory.
+    """
+    if chunk_size < 1:
+        raise ScoringError("chunk size must be at least 1")
+    ranges: list[tuple[int, int, int]] = []
+    first = last = None
+    count = 0
+    for pk in Member.objects.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=20_000):
+        if first is None:
+            first = pk
+        last = pk
+        count += 1
+        if count == chunk_size:
+            ranges.append((first, last, count))
+            first, count = None, 0
+    if first is not None:
+        ranges.append((first, last, count))
+    return ranges
+
+
+def _model_for_run(model_version_id: int | None) -> ModelVersion:
+    if model_version_id is None:
+        model = ModelVersion.objects.filter(status=ModelVersion.Status.CHAMPION).first()
+        if model is None:
+            raise ScoringError("no champion model: train one first, or pass --model ID")
+        return model
+    try:
+        return ModelVersion.objects.get(pk=model_version_id)
+    except ModelVersion.DoesNotExist:
+        raise ScoringError(f"model version {model_version_id} does not exist") from None
+
+
+def _enqueue_chunks(chunk_ids: list[int], *, reclaim: bool) -> None:
+    """Send one task per chunk. Runs after commit, so a worker always finds its chunk."""
+    from recommendations.tasks import score_chunk
+
+    for chunk_id in chunk_ids:
+        # One chunk failing in eager mode must not stop the others from being sent: it marks
+        # itself (and the run) failed, and `run_resume` retries it.
+        try:
+            score_chunk.delay(chunk_id, reclaim=reclaim)
+        except Exception:  # noqa: BLE001 - recorded on the chunk by the task's failure hook
+            logger.exception("scoring chunk %s failed", chunk_id)
+
+
+def run_start(
+    *,
+    as_of: date,
+    model_version_id: int | None = None,
+    chunk_size: int = 10_000,
+    actor: AbstractBaseUser | None = None,
+) -> ScoringRun:
+    """Create a run and its chunks in one transaction; enqueue one task per chunk on commit.
+
+    With the champion unless `model_version_id` is given. Without a broker (the embedded
+    default) the tasks run in-process right after the commit, so the run is finished when
+    this returns.
+    """
+    model = _model_for_run(model_version_id)
+    with transaction.atomic():
+        ranges = member_pk_ranges(chunk_size=chunk_size)
+        run = ScoringRun.objects.create(
+            model_version=model,
+            as_of=as_of,
+            chunk_size=chunk_size,
+            chunks_total=len(ranges),
+            members_total=sum(count for _, _, count in ranges),
+            requested_by=actor if actor is not None and actor.is_authenticated else None,
+        )
+        chunks = ScoringChunk.objects.bulk_create(
+            [
+                ScoringChunk(run=run, index=index, member_pk_from=lo, member_pk_to=hi)
+                for index, (lo, hi, _) in enumerate(ranges)
+            ]
+        )
+        if not chunks:
+            now = timezone.now()
+            ScoringRun.objects.filter(pk=run.pk).update(
+                status=ScoringRun.Status.SUCCEEDED, started_at=now, finished_at=now
+            )
+        audit_log(
+            actor=actor,
+            action="scoring.run_start",
+            object_type="scoring_run",
+            object_id=run.pk,
+            new={
+                "model_version": model.pk,
+                "as_of": as_of.isoformat(),
+                "chunks": len(chunks),
+                "members": run.members_total,
+            },
+        )
+        chunk_ids = [chunk.pk for chunk in chunks]
+        transaction.on_commit(lambda: _enqueue_chunks(chunk_ids, reclaim=False))
+    run.refresh_from_db()
+    return run
+
+
+def run_resume(
+    *,
+    run_id: int,
+    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    actor: AbstractBaseUser | None = None,
+) -> list[int]:
+    """Re-enqueue the chunks of a run that are pending, failed, or running for longer than
+    `stale_after` (their worker died, or Redis lost the message). Returns the chunk ids sent.
+
+    Safe to call while workers are alive: a chunk executed twice writes its rows once.
+    A failed run goes back to running; a run whose chunks are all done succeeds.
+    """
+    try:
+        run = ScoringRun.objects.get(pk=run_id)
+    except ScoringRun.DoesNotExist:
+        raise ScoringError(f"scoring run {run_id} does not exist") from None
+    if run.status == ScoringRun.Status.SUCCEEDED:
+        return []
+    stale_before = timezone.now() - stale_after
+    with transaction.atomic():
+        chunk_ids = list(
+            ScoringChunk.objects.filter(run_id=run_id)
+            .filter(
+                Q(status__in=[ScoringChunk.Status.PENDING, ScoringChunk.Status.FAILED])
+                | Q(status=ScoringChunk.Status.RUNNING, started_at__lte=stale_before)
+            )
+            .order_by("index")
+            .values_list("pk", flat=True)
+        )
+        ScoringRun.objects.filter(pk=run_id, status=ScoringRun.Status.FAILED).update(
+            status=ScoringRun.Status.RUNNING if run.started_at else ScoringRun.Status.PENDING,
+            error="",
+            finished_at=None,
+        )
+        audit_log(
+            actor=actor,
+            action="scoring.run_resume",
+            object_type="scoring_run",
+            object_id=run_id,
+            old={"status": run.status, "chunks_done": run.chunks_done},
+            new={"chunks_requeued": len(chunk_ids)},
+        )
+        _run_finish_if_complete(run_id)
+        transaction.on_commit(lambda: _enqueue_chunks(chunk_ids, reclaim=True))
+    return chunk_ids
+
+
+# --------------------------------------------------------------------------------------------
+# One chunk
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    chunk_id: int
+    claimed: bool
+    rows_written: int = 0
+    skipped_no_consent: int = 0
+    run_finished: bool = False
+
+
+def worker_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def chunk_claim(*, chunk_id: int, reclaim: bool = False) -> bool:
+    """Take a chunk for this process. False when another attempt finished (or holds) it.
+
+    Pending and failed chunks are always claimable. A "running" chunk is claimable only by a
+    redelivery, a retry or a resume (`reclaim`): the attempt that marked it running is dead
+    or gave up. Two live attempts on one chunk are harmless, only wasteful.
+    """
+    statuses = [ScoringChunk.Status.PENDING, ScoringChunk.Status.FAILED]
+    if reclaim:
+        statuses.append(ScoringChunk.Status.RUNNING)
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = ScoringChunk.objects.filter(pk=chunk_id, status__in=statuses).update(
+            status=ScoringChunk.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            worker=worker_label(),
+        )
+        if claimed:
+            run_id = ScoringChunk.objects.values_list("run_id", flat=True).get(pk=chunk_id)
+            ScoringRun.objects.filter(pk=run_id, status=ScoringRun.Status.PENDING).update(
+                status=ScoringRun.Status.RUNNING, started_at=now
+            )
+    return bool(claimed)
+
+
+def offers_active() -> tuple[list[Offer], list[Any]]:
+    """Active offers and the engine's terms for them, in the same order (the engine's selector
+    decides which offers are scored: active ones, by code, without the no-action pseudo offer)."""
+    from recommendations.selectors import offer_terms_list
+
+    terms = offer_terms_list(active_only=True)
+    by_code = Offer.objects.in_bulk([term.code for term in terms], field_name="code")
+    return [by_code[term.code] for term in terms], terms
+
+
+def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
+    """Score one chunk: claim, load, build features, score, write, mark done. Idempotent."""
+    from recommendations.features import build_features
+    from recommendations.model_store import bundle_load
+    from recommendations.scoring import score_features
+    from recommendations.selectors import member_frames_load
+
+    if not chunk_claim(chunk_id=chunk_id, reclaim=reclaim):
+        return ChunkOutcome(chunk_id=chunk_id, claimed=False)
+    chunk = ScoringChunk.objects.select_related("run__model_version").get(pk=chunk_id)
+    run = chunk.run
+    model = run.model_version
+    bundle = bundle_load(model.pk, model.artifact_path, model.sha256)
+    as_of = pd.Timestamp(run.as_of)
+
+    members_df, events_df = member_frames_load(
+        as_of=run.as_of, pk_from=chunk.member_pk_from, pk_to=chunk.member_pk_to, consenting_only=True
+    )
+    # Erased members count as not consenting: their profile may no longer be processed.
+    skipped = Member.objects.filter(pk__gte=chunk.member_pk_from, pk__lte=chunk.member_pk_to).filter(
+        Q(consent_profiling=False) | Q(erased_at__isnull=False)
+    ).count()
+    recommendations: list[Recommendation] = []
+    if len(members_df):
+        features = build_features(members_df, events_df, as_of)
+        offers, terms = offers_active()
+        batch = score_features(bundle, features, terms)
+        recommendations = _recommendations_build(
+            run=run, features=features, batch=batch, offers=offers
+        )
+
+    with transaction.atomic():
+        Recommendation.objects.bulk_create(recommendations, batch_size=1000, ignore_conflicts=True)
+        # What this run holds for the range is the truth, whoever inserted it.
+        written = Recommendation.objects.filter(
+            run_id=run.pk, member_id__gte=chunk.member_pk_from, member_id__lte=chunk.member_pk_to
+        ).count()
+        done = ScoringChunk.objects.filter(pk=chunk_id, status=ScoringChunk.Status.RUNNING).update(
+            status=ScoringChunk.Status.DONE,
+            rows_written=written,
+            skipped_no_consent=skipped,
+            finished_at=timezone.now(),
+        )
+        if not done:
+            # A parallel attempt finished the chunk first: its counters stand, ours must not.
+            transaction.set_rollback(True)
+            return ChunkOutcome(chunk_id=chunk_id, claimed=False)
+        ScoringRun.objects.filter(pk=run.pk).update(
+            chunks_done=F("chunks_done") + 1,
+            members_scored=F("members_scored") + written,
+            members_skipped_no_consent=F("members_skipped_no_consent") + skipped,
+        )
+        finished = _run_finish_if_complete(run.pk)
+    logger.info(
+        "scoring run %s chunk %s: %s written, %s skipped (no consent)",
+        run.pk, chunk.index, written, skipped,
+    )
+    return ChunkOutcome(
+        chunk_id=chunk_id, claimed=True, rows_written=written,
+        skipped_no_consent=skipped, run_finished=finished,
+    )
+
+
+def member_values(features: pd.DataFrame) -> np.ndarray:
+    """What each member (in `features` order) is worth to the program: trailing 365-day spend,
+    read from the engine's features so spend has one definition."""
+    return features["spend_365d"].to_numpy(dtype=np.float64)
+
+
+def _recommendations_build(
+    *, run: ScoringRun, features: pd.DataFrame, batch: Any, offers: list[Offer]
+) -> list[Recommendation]:
+    model = run.model_version
+    feature_names = [item["name"] for item in model.feature_schema.get("features", [])]
+    matrix = features[feature_names] if feature_names else features
+    values = np.asarray(matrix.to_numpy(dtype=np.float64), np.float32)
+    shap = np.asarray(batch.shap_values, np.float32)
+    offer_index = np.asarray(batch.offer_index, dtype=np.int64)
+    costs = np.array([float(offer.cost) for offer in offers] + [0.0])
+    priority = recommendation_priority(
+        probability=batch.probability,
+        p_low=batch.p_low,
+        p_high=batch.p_high,
+        offer_cost=costs[offer_index],  # index -1 picks the trailing 0.0: no offer, no cost
+        member_value=member_values(features),
+    )
+    alternatives = np.asarray(batch.alternatives, dtype=np.float64)
+    codes = [offer.code for offer in offers]
+    policy = model.offer_policy
+    rows = []
+    for i, member_pk in enumerate(features.index):
+        chosen = offers[offer_index[i]] if offer_index[i] >= 0 else None
+        route, reasons = recommendation_route(
+            offer_code=chosen.code if chosen else None,
+            high_stakes=bool(chosen and chosen.high_stakes),
+        )
+        rows.append(
+            Recommendation(
+                run_id=run.pk,
+                member_id=int(member_pk),
+                model_version_id=model.pk,
+                as_of=run.as_of,
+                probability=float(batch.probability[i]),
+                p_low=float(batch.p_low[i]),
+                p_high=float(batch.p_high[i]),
+                offer=chosen,
+                expected_value=float(batch.expected_value[i]),
+                ev_low=float(batch.ev_low[i]),
+                ev_high=float(batch.ev_high[i]),
+                alternatives=[
+                    {"code": code, **dict(zip(ALTERNATIVE_KEYS, map(float, alternatives[i, j]), strict=True))}
+                    for j, code in enumerate(codes)
+                ],
+                shap_values=shap[i].tobytes(),
+                shap_base=float(np.ravel(batch.shap_base)[i] if np.ndim(batch.shap_base) else batch.shap_base),
+                features=values[i].tobytes(),
+                offer_policy=policy,
+                priority=float(priority[i]),
+                route=route,
+                route_reasons=reasons,
+            )
+        )
+    return rows
+
+
+def _run_finish_if_complete(run_id: int) -> bool:
+    """Succeed the run once every chunk is done (exactly once), then supersede older items.
+
+    Call inside the transaction that marked the last chunk done: the run row's lock makes
+    concurrent chunk completions see each other's increments, so one of them wins.
+    """
+    finished = ScoringRun.objects.filter(
+        pk=run_id,
+        status__in=[ScoringRun.Status.PENDING, ScoringRun.Status.RUNNING],
+        chunks_done__gte=F("chunks_total"),
+    ).update(status=ScoringRun.Status.SUCCEEDED, finished_at=timezone.now(), error="")
+    if not finished:
+        return False
+    run_members = Recommendation.objects.filter(run_id=run_id).values("member_id")
+    # Older undecided items of the re-scored members leave the queue. Decided items
+    # (approved, overridden, escalated, ...) are never touched.
+    superseded = Recommendation.objects.filter(
+        status=RecommendationStatus.PENDING, run_id__lt=run_id, member_id__in=run_members
+    ).update(status=RecommendationStatus.SUPERSEDED)
+    # A later run that already succeeded wins over this one for the members both scored.
+    newer = Recommendation.objects.filter(
+        run_id__gt=run_id, run__status=ScoringRun.Status.SUCCEEDED
+    ).values("member_id")
+    superseded += Recommendation.objects.filter(
+        run_id=run_id, status=RecommendationStatus.PENDING, member_id__in=newer
+    ).update(status=RecommendationStatus.SUPERSEDED)
+    logger.info("scoring run %s succeeded; %s older recommendations superseded", run_id, superseded)
+    return True
+
+
+def chunk_fail(*, chunk_id: int, error: str) -> None:
+    """Record a chunk's final failure (retries exhausted) and fail its run with a clear message."""
+    error = error.strip()[:4000] or "unknown error"
+    with transaction.atomic():
+        chunk = ScoringChunk.objects.filter(pk=chunk_id).first()
+        if chunk is None:
+            return
+        failed = ScoringChunk.objects.filter(pk=chunk_id).exclude(status=ScoringChunk.Status.DONE).update(
+            status=ScoringChunk.Status.FAILED, error=error, finished_at=timezone.now()
+        )
+        if not failed:
+            return
+        ScoringRun.objects.filter(
+            pk=chunk.run_id, status__in=[ScoringRun.Status.PENDING, ScoringRun.Status.RUNNING]
+        ).update(
+            status=ScoringRun.Status.FAILED,
+            finished_at=timezone.now(),
+            error=(
+                f"chunk {chunk.index} (member pk {chunk.member_pk_from}-{chunk.member_pk_to}) failed "
+                f"after {chunk.attempts} attempt(s): {error}. "
+                f"Fix the cause, then `manage.py score --resume {chunk.run_id}`."
+            ),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Export and evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def run_get(*, run_id: int) -> ScoringRun:
+    try:
+        return ScoringRun.objects.select_related("model_version").get(pk=run_id)
+    except ScoringRun.DoesNotExist:
+        raise ScoringError(f"scoring run {run_id} does not exist") from None
+
+
+def run_export_rows(*, run_id: int, chunk_size: int = 5000) -> Iterator[tuple]:
+    """Export rows of a run in EXPORT_COLUMNS order, streamed from the database cursor."""
+    rows = (
+        Recommendation.objects.filter(run_id=run_id)
+        .order_by("member_id")
+        .values_list(
+            "member__member_id", "offer__code", "probability", "p_low", "p_high",
+            "expected_value", "ev_low", "ev_high", "status", "model_version_id",
+        )
+    )
+    for row in rows.iterator(chunk_size=chunk_size):
+        yield (row[0], row[1] or "", *row[2:])
+
+
+def run_export(
+    *,
+    run_id: int,
+    fmt: str,
+    out: IO,
+    actor: AbstractBaseUser | None = None,
+    batch_rows: int = 50_000,
+) -> int:
+    """Write a run's recommendations as csv (text stream) or parquet (binary stream).
+
+    Member ids are the external ids as imported. Returns the row count and writes an audit
+    row (counts and format only, no member data).
+    """
+    run_get(run_id=run_id)
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        count = 0
+        for row in run_export_rows(run_id=run_id):
+            writer.writerow(row)
+            count += 1
+    elif fmt == "parquet":
+        count = _export_parquet(run_id=run_id, out=out, batch_rows=batch_rows)
+    else:
+        raise ScoringError(f"unknown export format {fmt!r}: use csv or parquet")
+    audit_log(
+        actor=actor,
+        action="export.recommendations",
+        object_type="scoring_run",
+        object_id=run_id,
+        new={"format": fmt, "rows": count},
+    )
+    return count
+
+
+def _export_parquet(*, run_id: int, out: IO, batch_rows: int) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("member_id", pa.string()), ("offer_code", pa.string()),
+            ("probability", pa.float64()), ("interval_low", pa.float64()),
+            ("interval_high", pa.float64()), ("expected_value", pa.float64()),
+            ("ev_low", pa.float64()), ("ev_high", pa.float64()),
+            ("status", pa.string()), ("model_version", pa.int64()),
+        ]
+    )
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        buffer: list[tuple] = []
+        for row in run_export_rows(run_id=run_id):
+            buffer.append(row)
+            if len(buffer) >= batch_rows:
+                writer.write_table(pa.Table.from_pylist([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in buffer], schema))
+                count += len(buffer)
+                buffer = []
+        if buffer or count == 0:
+            writer.write_table(pa.Table.from_pylist([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in buffer], schema))
+            count += len(buffer)
+    return count
+
+
+TRUTH_COLUMNS = ("member_id", "engaged")
+TRUE_PROBABILITY_COLUMN = "p_engage"
+
+
+def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
+    """Compare a run's engagement probabilities with observed outcomes.
+
+    `truth` has member_id (external id, as imported) and engaged (0/1), optionally p_engage
+    (the true engagement probability, which the simulator knows). Returns AUC, Brier score,
+    the 90% interval's coverage and how many members matched. Members of the program the run
+    did not score (no consent) are counted, not matched; ids not in the program are an error.
+
+    Coverage follows the engine's definition of the interval (training.EngagementInterval):
+    it is a range for each member's TRUE engagement probability, so with p_engage it is the
+    share of members whose p_engage lies in [p_low, p_high] (target ~0.90). One yes/no outcome
+    per member cannot show where a member's true probability lies, so without p_engage the
+    fallback is the engine's binned estimate (training.interval_coverage_binned: the share of
+    members whose probability bin's observed engagement rate lies inside their own interval),
+    and `interval_coverage_method` says which one was used.
+    """
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from recommendations.training import interval_coverage_binned
+
+    run = run_get(run_id=run_id)
+    missing = [column for column in TRUTH_COLUMNS if column not in truth.columns]
+    if missing:
+        raise ScoringError(
+            f"truth file is missing column(s) {', '.join(missing)}; it needs {', '.join(TRUTH_COLUMNS)}"
+            f" (and optionally {TRUE_PROBABILITY_COLUMN})"
+        )
+    has_true_p = TRUE_PROBABILITY_COLUMN in truth.columns
+    truth = truth[[*TRUTH_COLUMNS, *([TRUE_PROBABILITY_COLUMN] if has_true_p else [])]].copy()
+    truth["member_id"] = truth["member_id"].astype(str).str.strip()
+    if truth["member_id"].duplicated().any():
+        dupes = truth.loc[truth["member_id"].duplicated(), "member_id"].head(5).tolist()
+        raise ScoringError(f"truth file lists members more than once, e.g. {dupes}")
+    engaged = truth["engaged"].astype(str).str.strip().str.lower().map(
+        {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+    )
+    if engaged.isna().any():
+        bad = truth.loc[engaged.isna(), "member_id"].head(5).tolist()
+        raise ScoringError(f"engaged must be 0/1 or true/false; not for members {bad}")
+    truth["engaged"] = engaged.astype(int)
+    if has_true_p:
+        true_p = pd.to_numeric(truth[TRUE_PROBABILITY_COLUMN], errors="coerce")
+        if true_p.isna().any() or not true_p.between(0, 1).all():
+            raise ScoringError(f"{TRUE_PROBABILITY_COLUMN} must be a probability between 0 and 1")
+        truth[TRUE_PROBABILITY_COLUMN] = true_p
+
+    known = set(
+        Member.objects.filter(member_id__in=truth["member_id"].tolist()).values_list("member_id", flat=True)
+    )
+    unknown = truth.loc[~truth["member_id"].isin(known), "member_id"]
+    if len(unknown):
+        raise ScoringError(
+            f"{len(unknown)} member id(s) in the truth file are not in the program, "
+            f"e.g. {unknown.head(5).tolist()}"
+        )
+    scored = pd.DataFrame.from_records(
+        Recommendation.objects.filter(run_id=run.pk)
+        .values_list("member__member_id", "probability", "p_low", "p_high")
+        .iterator(chunk_size=20_000),
+        columns=["member_id", "probability", "p_low", "p_high"],
+    )
+    matched = truth.merge(scored, on="member_id", how="inner")
+    if not len(matched):
+        raise ScoringError(f"no member of the truth file was scored by run {run.pk}")
+    y = matched["engaged"].to_numpy(int)
+    p = matched["probability"].to_numpy(float)
+    low = matched["p_low"].to_numpy(float)
+    high = matched["p_high"].to_numpy(float)
+    if has_true_p:
+        true_p = matched[TRUE_PROBABILITY_COLUMN].to_numpy(float)
+        coverage = float(np.mean((low <= true_p) & (true_p <= high)))
+        method = f"share of members whose true {TRUE_PROBABILITY_COLUMN} lies in [p_low, p_high]"
+    else:
+        coverage = interval_coverage_binned(y, p, low, high)
+        method = "binned: share of members whose probability bin's observed rate lies in their interval"
+    return {
+        "run": run.pk,
+        "model_version": run.model_version_id,
+        "n_truth": int(len(truth)),
+        "n_matched": int(len(matched)),
+        "n_unscored": int(len(truth) - len(matched)),
+        "base_rate": float(y.mean()),
+        "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
+        "brier": float(brier_score_loss(y, p)),
+        "interval_coverage": coverage,
+        "interval_coverage_method": method,
+        "interval_mean_width": float(np.mean(high - low)),
+    }
