@@ -74,6 +74,7 @@ class QueueListAPI(APIView):
     permission_classes = can("view_queue")
 
     @extend_schema(
+        operation_id="queue_list",
         summary="The review queue",
         description="Open recommendations the caller may decide (read-only roles see all open ones), "
         "filtered and sorted; keyset-paginated: pass next_cursor back as cursor.",
@@ -103,6 +104,7 @@ class QueueDetailAPI(APIView):
     permission_classes = can("view_queue")
 
     @extend_schema(
+        operation_id="queue_item",
         summary="One recommendation with its explanation, alternatives and decisions",
         description="Writes a member.view audit row.",
         responses={200: QueueItemDetailSerializer, **ERRORS},
