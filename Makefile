@@ -12,7 +12,7 @@ HORIZON ?= 90
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv demo demo-data serve test test-unit lint bench clean
+.PHONY: venv demo demo-data serve test lint bench clean
 
 $(BIN)/activate: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,7 @@ demo-data: venv
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) simulate --members $(MEMBERS) --seed $(SEED) --replace
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) seed_demo_users
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) train --as-of $(AS_OF) --horizon-days $(HORIZON)
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) score --as-of $(AS_OF) --wait
 
 serve: venv
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(MANAGE) runserver 127.0.0.1:8000
@@ -38,6 +39,11 @@ test: venv
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# On Postgres, Redis and real workers when DATABASE_URL and CELERY_BROKER_URL are set.
+BENCH_MEMBERS ?= 100000
+bench: venv
+	$(MANAGE) bench --members $(BENCH_MEMBERS) --json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from loyalty.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -64,50 +61,10 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A real `celery -A loyalty worker` subprocess; stop() ends it and its pool children."""
-
-    def __init__(self, concurrency: int = 2, name: str = "test") -> None:
-        self.log_path = Path(settings.DATA_DIR) / f"worker-{name}-{os.getpid()}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "loyalty", "worker",
-                "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}-{os.getpid()}@%h",
-                "--without-gossip", "--without-mingle",
-            ],
-            cwd=ROOT, env=worker_env(), stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        from loyalty.celery import ping
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if ping.delay("ready").get(timeout=2) == "pong:ready":
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.5)
-        raise RuntimeError(f"celery worker not ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 15)
-                self.proc.wait(timeout=20)
-            except Exception:  # noqa: BLE001 - make sure nothing is left running
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(timeout=10)
-        self.log.close()
+def start_worker(*, name: str = "test", concurrency: int = 2) -> WorkerProcess:
+    """A real worker on the test database, logging under DATA_DIR."""
+    log_path = Path(settings.DATA_DIR) / f"worker-{name}-{os.getpid()}.log"
+    return WorkerProcess(env=worker_env(), log_path=log_path, concurrency=concurrency, name=name)
 
 
 def purge_broker() -> None:
@@ -120,7 +77,7 @@ def purge_broker() -> None:
 def celery_worker_process(transactional_db) -> Iterator[WorkerProcess]:
     require_services()
     purge_broker()
-    worker = WorkerProcess()
+    worker = start_worker()
     try:
         worker.wait_ready()
         yield worker

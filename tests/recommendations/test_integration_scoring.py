@@ -12,7 +12,7 @@ import pytest
 from loyalty.models import Member
 from recommendations.models import Recommendation, ScoringChunk, ScoringRun
 from recommendations.runs import run_resume, run_start
-from tests.conftest import WorkerProcess
+from tests.conftest import start_worker
 from tests.recommendations.scoring_support import champion_model, consenting_pks, program_in_db
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ def test_killed_worker_then_new_worker_and_resume(program, celery_worker_process
     stuck = list(ScoringChunk.objects.filter(run=run, status=ScoringChunk.Status.RUNNING).values_list("pk", flat=True))
     assert stuck  # chunks left "running" by a worker that no longer exists
 
-    replacement = WorkerProcess(name="replacement")
+    replacement = start_worker(name="replacement")
     try:
         replacement.wait_ready()
         # The dead worker's unacked messages come back only after the visibility timeout:

@@ -1,0 +1,327 @@
+"""`manage.py bench`: one self-contained run that measures quality, speed and memory.
+
+The outer command picks the mode and a fresh database, then runs the measurements in a child
+process pointed at it (so nothing of the caller's data is touched):
+
+* distributed: DATABASE_URL (Postgres) and CELERY_BROKER_URL set. A new database
+  `<name>_bench` on the same server, real celery worker processes started and stopped here.
+* embedded: nothing set. A temporary SQLite file and tasks in-process; the output says so.
+
+Every figure is measured in the same run; ratios compare numbers measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    members: int
+    seed: int
+    workers: int
+    chunk_size: int
+    seed_rf_rows: int = 300
+
+
+# ---------------------------------------------------------------- outer: mode and database
+
+
+def bench_mode() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    return "distributed" if url.startswith("postgres") and broker else "embedded"
+
+
+def _admin_connect(url: str):
+    import psycopg
+
+    parsed = urlparse(url)
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    return psycopg.connect(admin, autocommit=True)
+
+
+def fresh_database_url(url: str) -> str:
+    """Create (or recreate) `<name>_bench` next to the configured database; return its URL."""
+    parsed = urlparse(url)
+    name = f"{parsed.path.lstrip('/') or 'loyalty'}_bench"
+    with _admin_connect(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(parsed._replace(path=f"/{name}"))
+
+
+def drop_database(url: str) -> None:
+    name = urlparse(url).path.lstrip("/")
+    with _admin_connect(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_outer(options: BenchOptions, *, keep_db: bool, progress: Callable[[str], None]) -> dict:
+    """Run the measurements in a child process on a fresh database and return its results."""
+    mode = bench_mode()
+    env = dict(os.environ)
+    scratch = Path(tempfile.mkdtemp(prefix="loyalty-bench-"))
+    env["LOYALTY_DATA_DIR"] = str(scratch)
+    env["LOYALTY_ARTIFACT_DIR"] = str(scratch / "artifacts")
+    db_url = ""
+    if mode == "distributed":
+        db_url = fresh_database_url(os.environ["DATABASE_URL"])
+        env["DATABASE_URL"] = db_url
+    else:
+        env.pop("DATABASE_URL", None)
+        env.pop("CELERY_BROKER_URL", None)
+        env["SQLITE_PATH"] = str(scratch / "bench.sqlite3")
+    result_file = scratch / "result.json"
+    command = [
+        sys.executable, "manage.py", "bench", "--inner", "--result-file", str(result_file),
+        "--members", str(options.members), "--seed", str(options.seed),
+        "--workers", str(options.workers), "--chunk-size", str(options.chunk_size),
+    ]
+    try:
+        child = subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr)
+        if child.returncode != 0 or not result_file.exists():
+            raise RuntimeError(f"bench child failed with exit code {child.returncode}")
+        results = json.loads(result_file.read_text())
+    finally:
+        if db_url and not keep_db:
+            drop_database(db_url)
+    results["mode"] = mode
+    return results
+
+
+# ---------------------------------------------------------------- inner: the measurements
+
+
+class PeakRss:
+    """Samples a callable returning RSS sizes in the background; keeps the per-process peak."""
+
+    def __init__(self, sample: Callable[[], list[int]], interval: float = 0.2) -> None:
+        self.sample, self.interval = sample, interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sizes = self.sample()
+            if sizes:
+                self.peak_bytes = max(self.peak_bytes, max(sizes))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _timed(results: dict, key: str, log: Callable[[str], None]):
+    class _Timer:
+        def __enter__(self) -> None:
+            log(f"{key} ...")
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc: object) -> None:
+            results[key] = round(time.perf_counter() - self.start, 2)
+            log(f"{key} = {results[key]}s")
+
+    return _Timer()
+
+
+def _worker_env() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def _run_scoring(options: BenchOptions, *, as_of, mode: str, results: dict, log) -> int:
+    """A scoring run through the real pipeline; returns its id and records speed and memory."""
+    from django.conf import settings
+
+    from loyalty.workers import WorkerProcess
+    from recommendations.models import ScoringRun
+    from recommendations.runs import run_start
+
+    worker = None
+    if mode == "distributed":
+        worker = WorkerProcess(
+            env=_worker_env(), log_path=Path(settings.DATA_DIR) / "bench-worker.log",
+            concurrency=options.workers, name="bench",
+        )
+        worker.wait_ready()
+        sampler = worker.rss_bytes
+    else:
+        # In-process: the peak of this process is the "worker" memory.
+        sampler = lambda: [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]  # noqa: E731
+    try:
+        with PeakRss(sampler) as peak:
+            start = time.perf_counter()
+            run = run_start(as_of=as_of, chunk_size=options.chunk_size)
+            while True:
+                run.refresh_from_db()
+                if run.status in (ScoringRun.Status.SUCCEEDED, ScoringRun.Status.FAILED):
+                    break
+                time.sleep(0.5)
+            elapsed = time.perf_counter() - start
+        if run.status != ScoringRun.Status.SUCCEEDED:
+            raise RuntimeError(f"scoring run {run.pk} failed: {run.error}")
+    finally:
+        if worker is not None:
+            worker.stop()
+    results["score_s"] = round(elapsed, 2)
+    results["recs_scored"] = run.members_scored
+    results["recs_per_s"] = round(run.members_scored / elapsed, 1)
+    results["peak_worker_rss_mb"] = round(peak.peak_bytes / 2**20, 1)
+    results["workers"] = options.workers if mode == "distributed" else 1
+    log(f"scored {run.members_scored} members in {elapsed:.1f}s ({results['recs_per_s']}/s)")
+    return run.pk
+
+
+def _quality(run_id: int, program, results: dict) -> None:
+    """AUC against the Bayes AUC, interval coverage of the true probability, policy capture."""
+    from sklearn.metrics import roc_auc_score
+
+    from recommendations.models import Recommendation
+    from recommendations.scoring import OfferTerms, policy_report
+
+    rows = pd.DataFrame.from_records(
+        Recommendation.objects.filter(run_id=run_id).values_list(
+            "member__member_id", "probability", "p_low", "p_high", "offer__code"
+        ),
+        columns=["member_id", "probability", "p_low", "p_high", "offer_code"],
+    )
+    truth = program.ground_truth.merge(rows, on="member_id", how="inner")
+    offers_frame = program.offers.reset_index(drop=True)
+    offers = [
+        OfferTerms(code=o.code, kind=o.kind, cost=float(o.cost), value=float(o.value),
+                   high_stakes=bool(o.high_stakes))
+        for o in offers_frame.itertuples()
+    ]
+    true_p = truth[[f"p_response_{o.code}" for o in offers]].to_numpy(float)
+    index_of = {o.code: i for i, o in enumerate(offers)}
+    chosen = truth["offer_code"].map(lambda c: index_of.get(c, -1) if isinstance(c, str) else -1)
+    policy = policy_report(chosen.to_numpy(int), true_p, offers)
+    covered = (truth["p_engage"] >= truth["p_low"]) & (truth["p_engage"] <= truth["p_high"])
+    results.update({
+        "auc": round(float(roc_auc_score(truth["engaged"], truth["probability"])), 4),
+        "bayes_auc": round(float(roc_auc_score(truth["engaged"], truth["p_engage"])), 4),
+        "coverage_90": round(float(covered.mean()), 4),
+        "interval_width_mean": round(float((truth["p_high"] - truth["p_low"]).mean()), 4),
+        "policy_capture": round(float(policy["capture"]), 4),
+        "policy_same_offer_capture": round(float(policy["same_offer_capture"]), 4),
+        "policy_random_capture": round(float(policy["random_capture"]), 4),
+        "quality_members": len(truth),
+    })
+
+
+def _bare_rate(model_version, as_of, results: dict, sample_members: int = 20_000) -> pd.DataFrame:
+    """predict + interval + SHAP + every offer on in-memory arrays: the ceiling for workers."""
+    from loyalty.models import Member
+    from recommendations.features import build_features
+    from recommendations.model_store import bundle_load
+    from recommendations.scoring import bare_score_rate
+    from recommendations.selectors import member_frames_load, offer_terms_list
+
+    pks = list(Member.objects.filter(consent_profiling=True).order_by("pk")
+               .values_list("pk", flat=True)[:sample_members])
+    members, events = member_frames_load(as_of=as_of, pk_from=pks[0], pk_to=pks[-1])
+    features = build_features(members, events, pd.Timestamp(as_of, tz="UTC"))
+    bundle = bundle_load(model_version.pk, model_version.artifact_path, model_version.sha256)
+    offers = offer_terms_list()
+    rate = max(bare_score_rate(bundle, features, offers) for _ in range(2))
+    results["bare_recs_per_s"] = round(rate, 1)
+    return features
+
+
+def _seed_rf_rate(features: pd.DataFrame, results: dict, rows: int, seed: int) -> None:
+    """The seed research's setup: RandomForest of 100 trees explained by shap TreeExplainer."""
+    import shap
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = features.to_numpy(float)
+    rng = np.random.default_rng(seed)
+    # A proxy label is enough to grow trees of the same shape; only the speed is measured.
+    y = (X[:, 0] > np.median(X[:, 0])) ^ (rng.random(len(X)) < 0.2)
+    model = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1).fit(X[:5000], y[:5000])
+    sample = X[:rows]
+    start = time.perf_counter()
+    model.predict_proba(sample)
+    shap.TreeExplainer(model).shap_values(sample, check_additivity=False)
+    results["seed_rf_recs_per_s"] = round(rows / (time.perf_counter() - start), 1)
+
+
+def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
+    from django.core.management import call_command
+
+    from loyalty.simulator import program_write_db, simulate_program
+    from recommendations.services import model_version_train
+
+    mode = bench_mode()
+    results: dict[str, Any] = {"members": options.members, "seed": options.seed, "mode": mode}
+    call_command("migrate", verbosity=0)
+    with _timed(results, "simulate_s", log):
+        program = simulate_program(members=options.members, seed=options.seed)
+    with _timed(results, "db_load_s", log):
+        program_write_db(program, replace=False)
+    with _timed(results, "train_s", log):
+        model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days)
+    run_id = _run_scoring(options, as_of=program.as_of, mode=mode, results=results, log=log)
+    _quality(run_id, program, results)
+    features = _bare_rate(model, program.as_of, results)
+    # Workers run in parallel: compare with the bare rate of as many cores.
+    results["bare_ratio"] = round(results["recs_per_s"] / (results["bare_recs_per_s"] * results["workers"]), 3)
+    _seed_rf_rate(features, results, options.seed_rf_rows, options.seed)
+    return results
+
+
+# ---------------------------------------------------------------- output
+
+LABELS = [
+    ("mode", "mode", ""),
+    ("members", "members", ""),
+    ("auc", "engagement AUC (model)", ""),
+    ("bayes_auc", "Bayes-optimal AUC (simulator truth)", ""),
+    ("coverage_90", "90% interval coverage of true probability", ""),
+    ("interval_width_mean", "mean interval width", ""),
+    ("policy_capture", "policy value / oracle", ""),
+    ("policy_same_offer_capture", "same offer for all / oracle", ""),
+    ("policy_random_capture", "random offer / oracle", ""),
+    ("recs_per_s", "end-to-end scoring", "recs/s"),
+    ("bare_recs_per_s", "bare compute, one core", "recs/s"),
+    ("bare_ratio", "end-to-end / (bare x workers)", ""),
+    ("seed_rf_recs_per_s", "seed setup (RF 100 trees + TreeSHAP)", "recs/s"),
+    ("peak_worker_rss_mb", "peak worker process RSS", "MiB"),
+    ("workers", "worker processes", ""),
+    ("simulate_s", "simulate", "s"),
+    ("db_load_s", "load into database", "s"),
+    ("train_s", "train", "s"),
+    ("score_s", "scoring run", "s"),
+]
+
+
+def bench_table(results: dict) -> str:
+    lines = ["| measure | value |", "|---|---|"]
+    for key, label, unit in LABELS:
+        if key in results:
+            lines.append(f"| {label} | {results[key]}{' ' + unit if unit else ''} |")
+    extra = sorted(set(results) - {key for key, _, _ in LABELS})
+    lines += [f"| {key} | {results[key]} |" for key in extra]
+    return "\n".join(lines)
