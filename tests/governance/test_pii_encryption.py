@@ -190,7 +190,7 @@ def test_development_default_key_is_derived_from_secret_key(tmp_path: Path) -> N
     code = "from django.conf import settings; print(','.join(settings.LOYALTY_PII_KEYS))"
     out = _manage({"DJANGO_DEBUG": "1", "DJANGO_SECRET_KEY": "k" * 50}, tmp_path, "shell", "-c", code)
     assert out.returncode == 0, out.stderr
-    [key] = out.stdout.strip().split(",")
+    [key] = out.stdout.strip().splitlines()[-1].split(",")
     Fernet(key.encode())  # a valid Fernet key, not the secret itself
     other = _manage({"DJANGO_DEBUG": "1", "DJANGO_SECRET_KEY": "j" * 50}, tmp_path, "shell", "-c", code)
-    assert other.stdout.strip() != key
+    assert other.stdout.strip().splitlines()[-1] != key
