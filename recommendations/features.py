@@ -84,6 +84,11 @@ FEATURE_SPEC: list[FeatureSpec] = [
     FeatureSpec("points_redeemed_365d", "redeemed {value:.0f} points in a year", 0, 200_000),
     FeatureSpec("feedback_count_365d", "gave feedback {value:.0f} times in a year", 0, 50),
     FeatureSpec("feedback_mean_365d", "average feedback score {value:.1f} (0 = none)", 0, 5),
+    FeatureSpec("last_feedback_score", "last feedback score {value:.0f} (0 = none)", 0, 5),
+    FeatureSpec("days_since_complaint", "last low score (1-2) {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("days_since_praise", "last high score (4-5) {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("sessions_365d", "visited {value:.0f} times in a year", 0, 2_000),
+    FeatureSpec("avg_session_minutes_90d", "average visit {value:.1f} minutes (90 days)", 0, 120),
     FeatureSpec("points_balance", "holds {value:.0f} points", 0, 500_000, actionable=True),
     FeatureSpec("tenure_days", "member for {value:.0f} days", 0, 10_000),
     FeatureSpec("tier_rank", "tier rank {value:.0f} (0 bronze .. 3 platinum)", 0, 3, actionable=True),
@@ -112,6 +117,16 @@ def _date_days_before(values: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
     """Days from a date column to as_of (NaN when missing)."""
     dates = pd.to_datetime(values, errors="coerce", utc=True)
     return ((as_of - dates).dt.total_seconds() / 86_400).to_numpy(dtype=float)
+
+
+def _latest_value(pos: np.ndarray, days: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per member position, the value of its most recent event (smallest days); 0 when none."""
+    out = np.zeros(n)
+    if len(pos):
+        order = np.lexsort((-days, pos))  # by member, latest last
+        last = np.r_[pos[order][1:] != pos[order][:-1], True]
+        out[pos[order][last]] = values[order][last]
+    return out
 
 
 def events_before(events: pd.DataFrame, as_of) -> pd.DataFrame:
@@ -204,6 +219,10 @@ def build_features(
     duration = ev["duration_seconds"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     out["session_minutes_90d"] = count(session & within[90], duration) / 60.0
     out["days_since_session"] = np.minimum(min_days(session), NO_HISTORY_DAYS)
+    out["sessions_365d"] = count(session & within[365]) * scale[365]
+    out["avg_session_minutes_90d"] = np.divide(
+        out["session_minutes_90d"], out["sessions_90d"], out=np.zeros(n), where=out["sessions_90d"] > 0
+    )
 
     redemption = kind == "redemption"
     points = ev["points"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
@@ -217,6 +236,11 @@ def build_features(
     out["feedback_mean_365d"] = np.divide(
         score_sum, out["feedback_count_365d"], out=np.zeros(n), where=out["feedback_count_365d"] > 0
     )
+    # A complaint or praise often marks the start of a decline or a recovery.
+    scored = (kind == "feedback") & ~np.isnan(score)
+    out["last_feedback_score"] = _latest_value(pos[scored], days[scored], score[scored], n)
+    out["days_since_complaint"] = np.minimum(min_days(scored & (score <= 2)), NO_HISTORY_DAYS)
+    out["days_since_praise"] = np.minimum(min_days(scored & (score >= 4)), NO_HISTORY_DAYS)
 
     out["points_balance"] = members["points_balance"].fillna(0).to_numpy(dtype=float)
     tenure = _date_days_before(members["joined_at"], as_of)
