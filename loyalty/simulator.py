@@ -36,7 +36,7 @@ The latent process (per member, on a daily grid, vectorized over blocks of membe
   negative comment) with probability TURN_FEEDBACK_SHARE; the day a recovery starts, they
   praise (score 4-5): the onset of a trajectory change is visible in the history.
 
-Offers and historical exposures: each member receives 1-3 offers at random times, with the
+Offers and historical exposures: each member receives EXPOSURES (2-5) offers at random times, with the
 offer chosen uniformly at random (a randomized campaign, so responses are unconfounded).
 The member redeems (an ``offer_redeemed`` event with the same code within
 RESPONSE_WINDOW_DAYS) with a probability that depends on observable state at send time:
@@ -226,6 +226,13 @@ OU_PHI, OU_SHOCK_SD, OU_START_SD = 0.97, 0.11, 0.45
 # duration follow engagement: the app is where a change of engagement shows first.
 SESSION_RATIO, SESSION_SPREAD, SESSION_ENGAGEMENT = 1.8, 0.2, 1.0
 DURATION_ENGAGEMENT, DURATION_SD = 1.0, 0.3
+# Redemption: daily hazard rho * REDEEM_HAZARD * min(balance / 750, 3) * activity; rewards of
+# 1000, 500 or (small rewards, from REDEEM_SMALL points on) REDEEM_SMALL points.
+REDEEM_HAZARD, REDEEM_SMALL, REDEEM_FLOOR = 0.05, 500, 0.0
+# Offers sent per member in the randomized campaigns (uniform between the two) and the mean
+# daily rate of spontaneous feedback.
+EXPOSURES = (2, 5)
+FEEDBACK_RATE = 0.002
 # Share of declines / recoveries whose first day brings a complaint / praise (feedback).
 TURN_FEEDBACK_SHARE = 0.8
 # Monte Carlo paths per member for p_engage (antithetic pairs): its error is ~0.003.
@@ -419,9 +426,9 @@ def _simulate_block(
     act = np.minimum(np.exp(r), 2.0)
     for day in range(days):
         balance += earned[:, day]
-        hazard = attrs["rho"] * 0.05 * np.clip(balance / 750.0, 0.0, 3.0) * act[:, day]
-        go = alive[:, day] & (balance >= 500) & (u[:, day] < hazard)
-        pts = np.where(big[:, day] & (balance >= 2000), 1000, 500) * go
+        hazard = attrs["rho"] * REDEEM_HAZARD * np.clip(balance / 750.0, REDEEM_FLOOR, 3.0) * act[:, day]
+        go = alive[:, day] & (balance >= REDEEM_SMALL) & (u[:, day] < hazard)
+        pts = np.where(big[:, day] & (balance >= 2000), 1000, np.where(balance >= 500, 500, REDEEM_SMALL)) * go
         balance -= pts
         redeemed[:, day] = pts
         bal_end[:, day] = balance
@@ -485,7 +492,7 @@ def _simulate_block(
     nf = len(fm)
 
     # Randomized offer exposures: 1-3 per member, uniform offer, uniform time in history.
-    n_exp = rng.integers(1, 4, n)
+    n_exp = rng.integers(EXPOSURES[0], EXPOSURES[1] + 1, n)
     em = np.repeat(np.arange(n), n_exp)
     ne = len(em)
     hi_day = max(h - RESPONSE_WINDOW_DAYS - 1, 1)
@@ -583,7 +590,7 @@ def _member_attributes(rng: np.random.Generator, *, members: int, history_days: 
         "lambda0": lambda0,
         "basket": basket,
         "session0": lambda0 * SESSION_RATIO * rng.lognormal(-0.5 * SESSION_SPREAD**2, SESSION_SPREAD, n),
-        "feedback0": rng.gamma(2.0, 0.002, n),
+        "feedback0": rng.gamma(2.0, FEEDBACK_RATE / 2.0, n),
         "rho": rng.beta(2.0, 5.0, n),
         "join_day": join_day,
         "balance0": balance0,

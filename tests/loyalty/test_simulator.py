@@ -21,6 +21,7 @@ from loyalty.definitions import (
     event_fingerprints,
 )
 from loyalty.simulator import (
+    EXPOSURES,
     OFFERS,
     SimulatedProgram,
     program_write_db,
@@ -150,7 +151,7 @@ def test_exposures_are_randomized_and_responses_follow_the_window(program: Simul
     events = program.events
     sent = events[events["kind"] == "offer_sent"]
     per_member = sent.groupby("member_id").size().reindex(program.members["member_id"], fill_value=0)
-    assert per_member.between(1, 3).all()
+    assert per_member.between(*EXPOSURES).all()
     assert set(sent["offer_code"]) == set(OFFERS["code"])
     redeemed = events[events["kind"] == "offer_redeemed"]
     assert 0.05 < len(redeemed) / len(sent) < 0.3
