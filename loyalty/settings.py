@@ -215,7 +215,13 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("CELERY_MAX_MEMORY_KB", 1_500_000))
-CELERY_BEAT_SCHEDULE: dict = {}
+# Deadlines: stale offers expire and items pending past their SLA escalate (governance.tasks).
+CELERY_BEAT_SCHEDULE: dict = {
+    "governance-enforce-deadlines": {
+        "task": "governance.enforce_deadlines",
+        "schedule": float(os.environ.get("GOVERNANCE_DEADLINES_EVERY_SECONDS", 15 * 60)),
+    },
+}
 
 CACHES = {
     "default": (
