@@ -336,6 +336,7 @@ class RoutingResult:
     sampled: np.ndarray  # sent to review as a spot check
     over_budget: np.ndarray
     budget_spent: dict[str, float]  # per budget, after this batch's auto-approvals
+    reason_counts: dict[str, int] = field(default_factory=dict)  # items per reason code
 
     def counts(self) -> dict[str, int]:
         return {route: int(np.sum(self.routes == route)) for route in ROUTES}
@@ -375,22 +376,24 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
         mask = width > float(t)
         return mask, lambda i: f"The 90% interval is {width[i]:.2f} wide (more than {float(t):.2f}): the model is unsure"
     if rule.kind == "vip_tier":
-        floor = TIER_RANK[str(t)]
-        ranks = np.array([TIER_RANK.get(v, -1) for v in items.tier], dtype=np.int64)
-        mask = ranks >= floor
+        vip = [name for name in TIERS if TIER_RANK[name] >= TIER_RANK[str(t)]]
+        mask = np.isin(items.tier, vip)
         return mask, lambda i: f"VIP member: {items.tier[i]} tier (VIP from {t})"
     if rule.kind == "high_stakes":
         mask = items.high_stakes.copy()
         return mask, lambda i: f"Offer {items.offer_code[i]} is marked high-stakes"
     if rule.kind == "fairness_alert":
-        alerts = context.open_alerts
         columns = {"tier": items.tier, "region": items.region, "gender": items.gender}
-        hit = [
-            next(((c, v[i]) for c, v in columns.items() if v[i] and (c, v[i]) in alerts), None)
-            for i in range(len(items))
-        ]
-        mask = np.array([h is not None for h in hit], dtype=bool)
-        return mask, lambda i: f"Member is in a group with an open fairness alert ({hit[i][0]} = {hit[i][1]})"
+        alerts = sorted(a for a in context.open_alerts if a[0] in columns and a[1])
+        mask = np.zeros(len(items), dtype=bool)
+        for column, value in alerts:
+            mask |= columns[column] == value
+
+        def alert_text(i: int) -> str:
+            column, value = next((c, v) for c, v in alerts if columns[c][i] == v)
+            return f"Member is in a group with an open fairness alert ({column} = {value})"
+
+        return mask, alert_text
     if rule.kind == "model_drift":
         psi = items.model_psi
         over = np.zeros(len(items), dtype=bool) if t is None else np.nan_to_num(psi, nan=-np.inf) > float(t)
@@ -405,12 +408,29 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
     raise ValueError(f"unknown rule {rule.kind!r}")
 
 
-def route_items(items: RouteInputs, *, policy: PolicyConfig, context: RoutingContext | None = None) -> RoutingResult:
-    """Route every item. Pure: the same inputs always give the same routes and reasons."""
+def route_items(
+    items: RouteInputs,
+    *,
+    policy: PolicyConfig,
+    context: RoutingContext | None = None,
+    explain: bool = True,
+) -> RoutingResult:
+    """Route every item. Pure: the same inputs always give the same routes and reasons.
+
+    Conditions are evaluated on whole arrays; only sampling (a hash per candidate) and the
+    budget pass look at items one by one. `explain=False` skips writing the per-item reason
+    sentences (the preview only needs counts); routes and reason counts are the same.
+    """
     context = context or RoutingContext()
+    cur = context.currency
     n = len(items)
     severity = np.zeros(n, dtype=np.int64)
-    reasons: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    # (code, route, mask, text of item i), in the order reasons are listed on an item.
+    hits: list[tuple[str, str, np.ndarray, Any]] = []
+
+    def hit(code: str, route: str, mask: np.ndarray, text: Any) -> None:
+        np.maximum(severity, np.where(mask, SEVERITY[route], 0), out=severity)
+        hits.append((code, route, mask, text))
 
     for rule in policy.rules:
         if not rule.enabled:
@@ -419,63 +439,58 @@ def route_items(items: RouteInputs, *, policy: PolicyConfig, context: RoutingCon
         if rule.kind in NEVER_AUTO and SEVERITY[route] < SEVERITY[ROUTE_REVIEW]:
             route = ROUTE_REVIEW
         mask, text = _rule_hits(rule, items, context)
-        level = SEVERITY[route]
-        for i in np.flatnonzero(mask):
-            severity[i] = max(severity[i], level)
-            reasons[i].append(_reason(rule.kind, route, f"{text(i)}: {ROUTE_LABELS[route]}."))
+        hit(rule.kind, route, mask, lambda i, _t=text, _r=route: f"{_t(i)}: {ROUTE_LABELS[_r]}.")
     # High-stakes offers are never automated, even with their rule switched off.
     if not policy.rule("high_stakes").enabled:
-        for i in np.flatnonzero(items.high_stakes & (severity == 0)):
-            severity[i] = SEVERITY[ROUTE_REVIEW]
-            reasons[i].append(_reason(
-                "high_stakes", ROUTE_REVIEW, f"Offer {items.offer_code[i]} is high-stakes: never automated."
-            ))
+        hit("high_stakes", ROUTE_REVIEW, items.high_stakes & (severity == 0),
+            lambda i: f"Offer {items.offer_code[i]} is high-stakes: never automated.")
 
     candidates = severity == 0
     if policy.phase == PHASE_PILOT:
-        for i in np.flatnonzero(candidates):
-            severity[i] = SEVERITY[ROUTE_REVIEW]
-            reasons[i].append(_reason("phase", ROUTE_REVIEW, "Pilot phase: a person reviews every recommendation."))
+        hit("phase", ROUTE_REVIEW, candidates, lambda i: "Pilot phase: a person reviews every recommendation.")
     elif policy.phase == PHASE_LIMITED:
         limit = policy.limited_max_offer_cost
-        for i in np.flatnonzero(candidates & (items.offer_cost > limit)):
-            severity[i] = SEVERITY[ROUTE_REVIEW]
-            reasons[i].append(_reason(
-                "phase", ROUTE_REVIEW,
-                f"Limited automation: offer cost {_money(items.offer_cost[i], context.currency)} is above "
-                f"the {_money(limit, context.currency)} auto-approval limit.",
-            ))
+        hit("phase", ROUTE_REVIEW, candidates & (items.offer_cost > limit), lambda i: (
+            f"Limited automation: offer cost {_money(items.offer_cost[i], cur)} is above "
+            f"the {_money(limit, cur)} auto-approval limit."
+        ))
 
     sampled = np.zeros(n, dtype=bool)
     if policy.sample_rate > 0:
         for i in np.flatnonzero(severity == 0):
-            if sample_fraction(str(items.key[i])) < policy.sample_rate:
-                sampled[i] = True
-                severity[i] = SEVERITY[ROUTE_REVIEW]
-                reasons[i].append(_reason(
-                    "spot_check", ROUTE_REVIEW,
-                    f"{SPOT_CHECK_REASON} ({policy.sample_rate:.0%} of automatable items get a person's look).",
-                ))
+            sampled[i] = sample_fraction(str(items.key[i])) < policy.sample_rate
+        hit("spot_check", ROUTE_REVIEW, sampled, lambda i: (
+            f"{SPOT_CHECK_REASON} ({policy.sample_rate:.0%} of automatable items get a person's look)."
+        ))
 
     over_budget, spent = budget_pass(items, severity=severity, budgets=policy.budgets, context=context)
-    for i, budget, before in over_budget:
-        severity[i] = SEVERITY[ROUTE_SENIOR]
-        reasons[i].append(_reason(
-            "budget", ROUTE_SENIOR,
-            f"Budget for {budget.label()}: {_money(before, context.currency)} of "
-            f"{_money(budget.amount, context.currency)} committed; this offer "
-            f"({_money(items.offer_cost[i], context.currency)}) would exceed it: senior review.",
-        ))
     over_mask = np.zeros(n, dtype=bool)
     over_mask[np.array([i for i, _, _ in over_budget], dtype=np.int64)] = True
+    exceeded = {i: (budget, before) for i, budget, before in over_budget}
 
-    for i in np.flatnonzero(severity == 0):
-        reasons[i].append(_reason(
-            "auto", ROUTE_AUTO, f"Low risk under policy v{policy.version} ({policy.phase} phase): auto-approved."
-        ))
+    def budget_text(i: int) -> str:
+        budget, before = exceeded[i]
+        return (
+            f"Budget for {budget.label()}: {_money(before, cur)} of {_money(budget.amount, cur)} committed; "
+            f"this offer ({_money(items.offer_cost[i], cur)}) would exceed it: senior review."
+        )
+
+    hit("budget", ROUTE_SENIOR, over_mask, budget_text)
+    hit("auto", ROUTE_AUTO, severity == 0,
+        lambda i: f"Low risk under policy v{policy.version} ({policy.phase} phase): auto-approved.")
+
+    reasons: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    if explain:
+        for code, route, mask, text in hits:
+            for i in np.flatnonzero(mask):
+                reasons[i].append(_reason(code, route, text(i)))
+    counts: dict[str, int] = {}
+    for code, _, mask, _ in hits:
+        counts[code] = counts.get(code, 0) + int(mask.sum())
     names = np.array(ROUTES, dtype=object)
     return RoutingResult(
-        routes=names[severity], reasons=reasons, sampled=sampled, over_budget=over_mask, budget_spent=spent
+        routes=names[severity], reasons=reasons, sampled=sampled, over_budget=over_mask, budget_spent=spent,
+        reason_counts={code: c for code, c in counts.items() if c},
     )
 
 

@@ -230,19 +230,20 @@ class _Plan:
     route: list[str]
 
 
-def _plan(config: PolicyConfig, *, now: datetime | None = None, ids: Sequence[int] | None = None) -> _Plan:
+def _plan(
+    config: PolicyConfig, *, now: datetime | None = None, ids: Sequence[int] | None = None, explain: bool = True
+) -> _Plan:
     items = routable_items_load(ids=ids)
-    result = route_items(items.inputs, policy=config, context=routing_context(config, now=now))
+    result = route_items(items.inputs, policy=config, context=routing_context(config, now=now), explain=explain)
     return _Plan(items.ids, result, items.inputs, items.status, items.route)
 
 
 def policy_preview(config: PolicyConfig) -> RoutingPreview:
     """Counts for `config` over the current queue: the same loader and routing function that
     saving (open_items_reroute) runs, so the preview is what saving then does."""
-    plan = _plan(config)
+    plan = _plan(config, explain=False)
     counts = plan.result.counts()
     auto = plan.result.routes == ROUTE_AUTO
-    reasons = Counter(r["code"] for item in plan.result.reasons for r in item)
     return RoutingPreview(
         policy_version=config.version,
         items=len(plan.ids),
@@ -254,7 +255,7 @@ def policy_preview(config: PolicyConfig) -> RoutingPreview:
         over_budget=int(plan.result.over_budget.sum()),
         kept=open_items_kept_count(),
         changed=int(sum(1 for i, r in enumerate(plan.route) if r != plan.result.routes[i])),
-        by_reason=dict(sorted(reasons.items())),
+        by_reason=dict(sorted(plan.result.reason_counts.items())),
     )
 
 
