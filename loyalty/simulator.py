@@ -64,6 +64,7 @@ from loyalty.definitions import (
     RESPONSE_WINDOW_DAYS,
     event_fingerprints,
 )
+from loyalty.pii import encrypt_series
 
 # A fixed default so the same seed gives the same data byte for byte, whenever it runs.
 DEFAULT_AS_OF = date(2026, 6, 30)
@@ -652,7 +653,7 @@ def _member_rows(members: pd.DataFrame, *, tz_suffix: str) -> pd.DataFrame:
             "member_id": members["member_id"],
             "pseudo_id": _uuid4_hex(len(members)),
             "joined_at": joined.dt.strftime("%Y-%m-%d"),
-            "birth_date": members["birth_date"].dt.strftime("%Y-%m-%d"),
+            "birth_date": encrypt_series(members["birth_date"].dt.strftime("%Y-%m-%d")),
             "birth_year": members["birth_date"].dt.year.astype("int64"),
             "gender": members["gender"],
             "region": members["region"],
@@ -660,8 +661,8 @@ def _member_rows(members: pd.DataFrame, *, tz_suffix: str) -> pd.DataFrame:
             "points_balance": members["points_balance"].astype("int64"),
             "consent_profiling": consent.astype(np.int64),
             "consent_at": consent_at,
-            "name": members["name"],
-            "email": members["email"],
+            "name": encrypt_series(members["name"]),
+            "email": encrypt_series(members["email"]),
             "created_at": now,
             "updated_at": now,
         }
@@ -682,7 +683,7 @@ def _event_rows(events: pd.DataFrame, member_pk: pd.Series, *, tz_suffix: str) -
             "duration_seconds": events["duration_seconds"].astype("int64"),
             "score": score,
             "offer_code": events["offer_code"],
-            "comment": events["comment"],
+            "comment": encrypt_series(events["comment"]),
             "fingerprint": event_fingerprints(events).to_numpy(),
         }
     )

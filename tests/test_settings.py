@@ -22,6 +22,7 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "x" * 20 + "production-secret-key-with-enough-entropy-1234567890",
             "DJANGO_ALLOWED_HOSTS": "desk.example.com",
+            "LOYALTY_PII_KEYS": "Vh0yyrFUSzrxh9mUFm5Yu3BoVEKRGEvx-zj9RAPcCx8=",
             "LOYALTY_DATA_DIR": str(tmp_path),
         },
         "check", "--deploy", "--fail-level", "WARNING",

@@ -7,6 +7,12 @@ from tests.desk.factories import World, build_world
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # role_users hashes four passwords per test; PBKDF2 would dominate the role matrix's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
     yield
