@@ -233,8 +233,13 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("CELERY_MAX_MEMORY_KB", 1_500_000))
+# Retention purge (privacy) and deadlines: stale offers expire, items past their SLA escalate.
 CELERY_BEAT_SCHEDULE: dict = {
     "purge-expired-events": {"task": "loyalty.purge_expired_events", "schedule": timedelta(hours=24)},
+    "governance-enforce-deadlines": {
+        "task": "governance.enforce_deadlines",
+        "schedule": float(os.environ.get("GOVERNANCE_DEADLINES_EVERY_SECONDS", 15 * 60)),
+    },
 }
 
 CACHES = {

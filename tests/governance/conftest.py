@@ -22,3 +22,17 @@ def _clear_cache():
 @pytest.fixture
 def world(db, role_users) -> World:
     return build_world()
+
+
+def policy_values(**changes) -> dict:
+    """Raw values for policy_save: expanded phase, no sampling, default rules."""
+    base = {
+        "phase": "expanded",
+        "sample_rate": 0.0,
+        "limited_max_offer_cost": 10.0,
+        "sla_review_hours": 48,
+        "stale_after_hours": 240,
+        "rules": {},
+        "budgets": [],
+    }
+    return {**base, **changes}

@@ -76,6 +76,15 @@ RULES: dict[str, list[Call]] = {
     "api-models": [Call("get", cap("view_queue"))],
     "api-model": [Call("get", cap("view_queue"), lambda o: {"pk": o["model"]})],
     "api-privacy-erasure": [Call("post", cap("manage_privacy"), data={}, json=True)],
+    # Escalation policy: admins only. Empty bodies are invalid, so nothing is saved here.
+    "governance-policy": [Call("get", cap("manage_policy")), Call("post", cap("manage_policy"))],
+    "governance-policy-preview": [Call("post", cap("manage_policy"))],
+    "api-policy": [
+        Call("get", cap("manage_policy")),
+        Call("post", cap("manage_policy"), data={}, json=True),
+    ],
+    "api-policy-versions": [Call("get", cap("manage_policy"))],
+    "api-policy-preview": [Call("post", cap("manage_policy"), data={}, json=True)],
     "api-schema": [Call("get", SIGNED_IN)],
     "api-docs": [Call("get", SIGNED_IN)],
     # Django's admin site is one unit, gated by is_staff (no role grants it): its index stands
