@@ -155,7 +155,8 @@ def fairness_sample_weights(groups: Sequence[Any], labels: Sequence[Any]) -> np.
 
     Each (group, label) cell is weighted as if group and label were independent, so the
     weighted training data shows no association between the group and the label. ``groups``
-    may hold tuples for intersections. Weights average 1 over the rows.
+    may hold tuples for intersections. When every (group, label) cell occurs, the weights sum
+    to the number of rows.
     """
     frame = pd.DataFrame({"g": list(groups), "y": list(labels)})
     n = len(frame)
