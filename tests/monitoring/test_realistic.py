@@ -25,17 +25,23 @@ from recommendations.monitoring import coverage_over_time, model_drift_check
 from recommendations.runs import run_start
 from recommendations.selectors import member_frames_load
 from tests.governance.conftest import policy_values
-from tests.recommendations.scoring_support import program_in_db
+from tests.recommendations.scoring_support import COPIED_FIELDS, program_in_db
 
 MEMBERS, SEED = 500, 21
 
 
 @pytest.fixture
-def scored(transactional_db, eager_celery, role_users):
+def trained(transactional_db, eager_celery, role_users):
     program = program_in_db(members=MEMBERS, seed=SEED)
     from recommendations.services import model_version_train
 
     model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, seed=SEED)
+    return program, model
+
+
+@pytest.fixture
+def scored(trained):
+    program, model = trained
     run = run_start(as_of=program.as_of, chunk_size=250)
     run.refresh_from_db()
     assert run.status == ScoringRun.Status.SUCCEEDED, run.error
@@ -149,13 +155,13 @@ def test_monitoring_on_a_real_model_and_run(scored, role_users, django_capture_o
     assert 'id="fairness-banner"' in html
 
 
-def test_reweighing_tradeoff_for_a_challenger(scored, role_users) -> None:
-    program, champion, run = scored
-    # A challenger: the same data, another seed (a candidate, since a champion exists).
-    from recommendations.services import model_version_train
-
-    challenger = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, seed=SEED)
-    assert challenger.status == ModelVersion.Status.CANDIDATE
+def test_reweighing_tradeoff_for_a_challenger(trained, role_users) -> None:
+    program, champion = trained
+    # A challenger (candidate) on the same data; its artifact is the champion's (training once
+    # more would only cost time: the trade-off trains twice itself).
+    challenger = ModelVersion.objects.create(
+        status=ModelVersion.Status.CANDIDATE, **{f: getattr(champion, f) for f in COPIED_FIELDS}
+    )
     report = fairness_tradeoff_build(model_version_id=challenger.pk, column="age_band", actor=role_users["admin"])
     assert report.kind == "tradeoff" and report.tradeoff["column"] == "age_band"
     plain, weighted = report.tradeoff["unweighted"], report.tradeoff["reweighted"]
