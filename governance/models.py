@@ -106,3 +106,88 @@ class FairnessAlert(models.Model):
 
     def __str__(self) -> str:
         return f"fairness alert {self.column}={self.value} ({self.status})"
+
+
+class MonitorThresholds(models.Model):
+    """One version of the levels the model monitor alerts at. Never edited: saving writes the
+    next row and the latest row is in force (defaults in recommendations.monitoring when none)."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Interval coverage and AUC below these, Brier above, PSI above: a banner on the models page.
+    coverage_min = models.FloatField()
+    auc_min = models.FloatField()
+    brier_max = models.FloatField()
+    psi_max = models.FloatField()
+    # Fairness: a group column whose difference is above these opens a FairnessAlert.
+    parity_difference_max = models.FloatField()
+    odds_difference_max = models.FloatField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(coverage_min__gte=0) & models.Q(coverage_min__lte=1)
+                & models.Q(auc_min__gte=0) & models.Q(auc_min__lte=1)
+                & models.Q(brier_max__gte=0) & models.Q(psi_max__gte=0)
+                & models.Q(parity_difference_max__gte=0) & models.Q(parity_difference_max__lte=1)
+                & models.Q(odds_difference_max__gte=0) & models.Q(odds_difference_max__lte=1),
+                name="monitor_thresholds_in_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"monitor thresholds #{self.pk}"
+
+
+class FairnessReport(models.Model):
+    """Per-group outcomes of one model version (governance.fairness builds it; never edited).
+
+    kind "groups": selection rate, true and false positive rates per group with bootstrap
+    intervals, and per column the demographic parity and equalized odds differences.
+    kind "tradeoff": the same model data trained with and without fairness reweighing.
+    """
+
+    class Kind(models.TextChoices):
+        GROUPS = "groups"
+        TRADEOFF = "tradeoff"
+
+    class Source(models.TextChoices):
+        REALIZED = "realized", "Realized outcomes of a scoring run"
+        HOLDOUT = "holdout", "Training holdout labels"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.GROUPS)
+    model_version = models.ForeignKey(
+        "recommendations.ModelVersion", on_delete=models.PROTECT, related_name="fairness_reports"
+    )
+    run = models.ForeignKey(
+        "recommendations.ScoringRun", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=12, choices=Source.choices)
+    n = models.PositiveIntegerField(default=0)
+    # What "selected" and "positive" mean, the threshold used, bootstrap settings.
+    definition = models.JSONField(default=dict)
+    # [{"column", "value", "n", "selection_rate", "selection_rate_low", ..., "tpr", "fpr", ...}]
+    groups = models.JSONField(default=list)
+    # {"tier": {"demographic_parity_difference": .., "equalized_odds_difference": ..}, ...}
+    differences = models.JSONField(default=dict)
+    max_parity_difference = models.FloatField(null=True, blank=True)
+    max_odds_difference = models.FloatField(null=True, blank=True)
+    thresholds = models.JSONField(default=dict)
+    # Alerts this report opened: [{"id", "column", "value", "metric"}]
+    alerts = models.JSONField(default=list)
+    # kind "tradeoff": {"column", "unweighted": {...metrics}, "reweighted": {...metrics}}
+    tradeoff = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["model_version", "kind", "-id"], name="fairness_report_model_idx")]
+
+    def __str__(self) -> str:
+        return f"fairness report {self.pk} ({self.kind}) of model v{self.model_version_id}"

@@ -18,6 +18,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "import_data": frozenset({ADMIN}),
     "manage_offers": frozenset({ADMIN}),
     "manage_models": frozenset({ADMIN}),
+    "view_models": frozenset({ADMIN, AUDITOR}),
     "manage_policy": frozenset({ADMIN}),
     "view_audit": frozenset({AUDITOR, ADMIN}),
     "export_data": frozenset({ADMIN, AUDITOR}),

@@ -106,3 +106,183 @@ def history_sparkline_figure(*, months: Sequence[str], counts: Sequence[int]) ->
 def figure_json(fig: go.Figure) -> dict:
     """A JSON-safe dict (data + layout) for Django's json_script filter."""
     return json.loads(fig.to_json())
+
+
+# -------------------------------------------------------------------------------- models page
+
+PALETTE = ["#1f6feb", "#b42318", "#067647", "#9a6700", "#8250df", "#0e7490", "#c2410c", "#475569"]
+
+
+def _legend(fig: go.Figure) -> go.Figure:
+    fig.update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2, "x": 0})
+    return fig
+
+
+def _level_line(fig: go.Figure, y: float, text: str) -> None:
+    fig.add_hline(y=y, line={"color": "#9a6700", "dash": "dot", "width": 1},
+                  annotation_text=text, annotation_position="top left")
+
+
+def model_metrics_figure(*, versions: Sequence[dict]) -> go.Figure:
+    """AUC, Brier score and held-out interval coverage per model version."""
+    labels = [f"{v['label']} ({v['status']})" for v in versions]
+    fig = go.Figure()
+    for i, (key, name) in enumerate((("auc", "AUC"), ("brier", "Brier"), ("coverage", "Interval coverage"))):
+        fig.add_trace(go.Bar(
+            x=labels, y=[v.get(key) for v in versions], name=name, marker={"color": PALETTE[i]},
+            hovertemplate="%{x}: " + name + " %{y:.3f}<extra></extra>",
+        ))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1], title_text="holdout metric")
+    return _legend(_layout(fig, height=300, title="Metrics per model version"))
+
+
+def calibration_figure(*, curves: Sequence[dict]) -> go.Figure:
+    """Mean predicted probability against the observed rate per bin, one line per version."""
+    fig = go.Figure(go.Scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"color": "#94a3b8", "dash": "dash"}, hoverinfo="skip",
+    ))
+    for i, c in enumerate(curves):
+        fig.add_trace(go.Scatter(
+            x=list(c["mean_predicted"]), y=list(c["fraction_positive"]), mode="lines+markers", name=c["label"],
+            line={"color": PALETTE[i % len(PALETTE)]},
+            hovertemplate="predicted %{x:.2f}, observed %{y:.2f}<extra>" + c["label"] + "</extra>",
+        ))
+    fig.update_xaxes(title_text="mean predicted engagement", range=[0, 1])
+    fig.update_yaxes(title_text="observed engagement rate", range=[0, 1])
+    return _legend(_layout(fig, height=320, title="Calibration (holdout)"))
+
+
+def coverage_over_time_figure(*, rows: Sequence[dict], level: float, minimum: float) -> go.Figure:
+    """Realized interval coverage per scoring run against the nominal level and the alert level;
+    the held-out coverage from training for the same runs' models."""
+    x = [f"{r['as_of']} #{r['run_id']}" for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=x, y=[r["holdout_coverage"] for r in rows], mode="lines+markers", name="held-out (training)",
+        line={"color": "#94a3b8", "dash": "dash"},
+    ))
+    fig.add_trace(go.Scatter(
+        x=x, y=[r["coverage"] for r in rows], mode="lines+markers", name="realized",
+        line={"color": TOTAL, "width": 2}, text=[f"n={r['n']}" for r in rows],
+        hovertemplate="%{x}: %{y:.1%} (%{text})<extra>realized</extra>",
+    ))
+    fig.add_trace(go.Scatter(
+        x=x, y=[r["realized_rate"] for r in rows], mode="markers", name="realized engagement rate",
+        marker={"color": UP, "symbol": "diamond"},
+    ))
+    fig.add_trace(go.Scatter(
+        x=x, y=[r["mean_probability"] for r in rows], mode="markers", name="mean predicted probability",
+        marker={"color": DOWN, "symbol": "x"},
+    ))
+    _level_line(fig, level, f"nominal {level:.0%}")
+    _level_line(fig, minimum, f"alert below {minimum:.0%}")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_xaxes(title_text="scoring run (as of)", type="category")
+    return _legend(_layout(fig, height=320, title="Interval coverage over time vs realized outcomes"))
+
+
+def decision_rates_figure(*, rows: Sequence[dict], title: str) -> go.Figure:
+    """Approval (solid) and override (dashed) rate per day, one colour per key."""
+    keys = sorted({r["key"] for r in rows})
+    fig = go.Figure()
+    for i, key in enumerate(keys):
+        mine = [r for r in rows if r["key"] == key]
+        color = PALETTE[i % len(PALETTE)]
+        for metric, dash in (("approval_rate", "solid"), ("override_rate", "dash")):
+            fig.add_trace(go.Scatter(
+                x=[str(r["day"]) for r in mine], y=[r[metric] for r in mine], mode="lines+markers",
+                name=f"{key} {metric.split('_')[0]}", line={"color": color, "dash": dash},
+                text=[f"n={r['n']}" for r in mine],
+                hovertemplate="%{x}: %{y:.0%} (%{text})<extra>" + f"{key} {metric}" + "</extra>",
+            ))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title_text="share of people's decisions")
+    fig.update_xaxes(type="category")
+    return _legend(_layout(fig, height=300, title=title))
+
+
+def approval_speed_figure(*, rows: Sequence[dict], fast_seconds: float) -> go.Figure:
+    """Seconds spent per decision against the item's interval width, one colour per manager:
+    fast approvals of wide intervals (bottom right) look like rubber-stamping."""
+    managers = sorted({r["manager"] for r in rows})
+    symbols = {"approve": "circle", "override": "square", "escalate": "triangle-up"}
+    fig = go.Figure()
+    for i, manager in enumerate(managers):
+        mine = [r for r in rows if r["manager"] == manager]
+        fig.add_trace(go.Scatter(
+            x=[r["width"] for r in mine], y=[max(r["seconds"], 0.5) for r in mine], mode="markers", name=manager,
+            marker={"color": PALETTE[i % len(PALETTE)], "symbol": [symbols.get(r["action"], "circle") for r in mine],
+                    "size": 8, "opacity": 0.8},
+            text=[f"{r['action']} #{r['recommendation_id']}, p={r['probability']:.2f}" for r in mine],
+            hovertemplate="%{text}<br>width %{x:.2f}, %{y:.0f} s<extra>" + manager + "</extra>",
+        ))
+    _level_line(fig, fast_seconds, f"{fast_seconds:.0f} s")
+    fig.update_yaxes(type="log", title_text="seconds on the item (log)")
+    fig.update_xaxes(title_text="90% interval width shown", range=[0, 1])
+    return _legend(_layout(fig, height=340, title="Approval speed vs confidence"))
+
+
+def psi_figure(*, features: Sequence[str], psi: Sequence[float], level: float, title: str) -> go.Figure:
+    pairs = sorted(zip(features, psi, strict=True), key=lambda p: -p[1])
+    colors = [DOWN if v > level else TOTAL for _, v in pairs]
+    fig = go.Figure(go.Bar(
+        x=[v for _, v in pairs], y=[n for n, _ in pairs], orientation="h", marker={"color": colors},
+        hovertemplate="%{y}: PSI %{x:.3f}<extra></extra>",
+    ))
+    fig.add_vline(x=level, line={"color": "#9a6700", "dash": "dot"})
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title_text="population stability index")
+    return _layout(fig, height=80 + 20 * max(1, len(pairs)), title=title)
+
+
+def fairness_groups_figure(*, rows: Sequence[dict], column: str) -> go.Figure:
+    """Selection rate, TPR and FPR per group of one column with their bootstrap intervals."""
+    mine = [r for r in rows if r["column"] == column]
+    labels = [f"{r['value']} (n={r['n']})" for r in mine]
+    fig = go.Figure()
+    for i, (key, name) in enumerate((("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"))):
+        y = [r.get(key) for r in mine]
+        fig.add_trace(go.Bar(
+            x=labels, y=y, name=name, marker={"color": PALETTE[i]},
+            error_y={
+                "type": "data", "symmetric": False, "color": "#1d2430",
+                "array": [(r.get(f"{key}_high") - v) if v is not None and r.get(f"{key}_high") is not None else 0
+                          for r, v in zip(mine, y, strict=True)],
+                "arrayminus": [(v - r.get(f"{key}_low")) if v is not None and r.get(f"{key}_low") is not None else 0
+                               for r, v in zip(mine, y, strict=True)],
+            },
+        ))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return _legend(_layout(fig, height=300, title=f"By {column.replace('_', ' ')} (90% bootstrap intervals)"))
+
+
+def fairness_differences_figure(*, differences: dict, parity_max: float, odds_max: float) -> go.Figure:
+    columns = list(differences)
+    fig = go.Figure()
+    for i, (key, name) in enumerate((
+        ("demographic_parity_difference", "demographic parity difference"),
+        ("equalized_odds_difference", "equalized odds difference"),
+    )):
+        fig.add_trace(go.Bar(
+            x=columns, y=[differences[c].get(key) for c in columns], name=name, marker={"color": PALETTE[i]},
+        ))
+    _level_line(fig, parity_max, f"parity level {parity_max:.2f}")
+    if odds_max != parity_max:
+        _level_line(fig, odds_max, f"odds level {odds_max:.2f}")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(rangemode="tozero")
+    return _legend(_layout(fig, height=280, title="Differences between groups"))
+
+
+def fairness_tradeoff_figure(*, tradeoff: dict) -> go.Figure:
+    """Accuracy and fairness of the same data trained without and with reweighing."""
+    keys = (("auc", "AUC"), ("brier", "Brier"), ("demographic_parity_difference", "parity diff."),
+            ("equalized_odds_difference", "equalized odds diff."))
+    fig = go.Figure()
+    for i, variant in enumerate(("unweighted", "reweighted")):
+        values = tradeoff.get(variant) or {}
+        fig.add_trace(go.Bar(x=[name for _, name in keys], y=[values.get(k) for k, _ in keys], name=variant,
+                             marker={"color": PALETTE[i]}))
+    fig.update_layout(barmode="group")
+    return _legend(_layout(fig, height=280, title=f"Reweighing on {tradeoff.get('column', '')}: accuracy vs fairness"))

@@ -55,7 +55,10 @@ def _status_entry(status: str, actor, reason: str) -> dict:
 
 
 def feature_schema(features: pd.DataFrame) -> dict:
-    """Ordered feature schema with the range seen in training (what-if clamps to it)."""
+    """Ordered feature schema with the range seen in training (what-if clamps to it) and the
+    training distribution's decile bins ("psi_bins": the drift monitor's reference)."""
+    from recommendations.monitoring import psi_reference
+
     rows = []
     for spec in FEATURE_SPEC:
         column = features[spec.name] if spec.name in features else pd.Series(dtype=float)
@@ -66,6 +69,7 @@ def feature_schema(features: pd.DataFrame) -> dict:
             "text": spec.text,
             "actionable": spec.actionable,
             "protected": spec.protected,
+            "psi_bins": psi_reference(column.to_numpy(float)),
         })
     return {"features": rows}
 

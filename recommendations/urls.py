@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from recommendations import api, views
+from recommendations import api, monitoring_views, views
 
 urlpatterns = [
     path("", views.queue, name="home"),
@@ -10,6 +10,12 @@ urlpatterns = [
     path("queue/<int:pk>/decide/", views.decide, name="desk-decide"),
     path("queue/bulk-approve/", views.bulk_approve, name="desk-bulk-approve"),
     path("decisions/<int:decision_id>/undo/", views.undo, name="desk-undo"),
+    path("models/", monitoring_views.models_page, name="models"),
+    path("models/thresholds/", monitoring_views.thresholds_save, name="models-thresholds"),
+    path("models/<int:pk>/fairness/", monitoring_views.fairness_report_request, name="models-fairness"),
+    path("models/<int:pk>/tradeoff/", monitoring_views.fairness_tradeoff_request, name="models-tradeoff"),
+    path("models/<int:pk>/drift/", monitoring_views.drift_check_request, name="models-drift"),
+    path("models/alerts/<int:pk>/close/", monitoring_views.fairness_alert_close_view, name="models-alert-close"),
 ]
 
 api_urlpatterns = [

@@ -85,6 +85,14 @@ RULES: dict[str, list[Call]] = {
     ],
     "api-policy-versions": [Call("get", cap("manage_policy"))],
     "api-policy-preview": [Call("post", cap("manage_policy"), data={}, json=True)],
+    # Models page: admins and auditors read it; only admins act. Model/alert 0 does not exist,
+    # so allowed calls answer 404 or a redirect and enqueue nothing.
+    "models": [Call("get", cap("view_models"))],
+    "models-thresholds": [Call("post", cap("manage_models"))],
+    "models-fairness": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    "models-tradeoff": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    "models-drift": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    "models-alert-close": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
     "api-schema": [Call("get", SIGNED_IN)],
     "api-docs": [Call("get", SIGNED_IN)],
     # Django's admin site is one unit, gated by is_staff (no role grants it): its index stands
