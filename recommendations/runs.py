@@ -402,7 +402,6 @@ ROW_COLUMNS = (
     "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
     "route_reasons",
 )
-_JSON_COLUMNS = ("alternatives", "route_reasons")
 _BYTES_COLUMNS = ("shap_values", "features")
 
 
@@ -496,19 +495,28 @@ def _bytea_hex(matrix: np.ndarray) -> np.ndarray:
     """Each row's bytes as Postgres bytea hex input (\\x...), without a Python loop."""
     width = 2 * matrix.shape[1] * matrix.itemsize
     digits = np.frombuffer(np.ascontiguousarray(matrix).tobytes().hex().encode(), dtype=f"S{width}")
-    return np.char.add("\\x", digits.astype(str)).astype(object)
+    return np.char.add("\\x", digits.astype(str))
 
 
-def _copy_text(rows: RecommendationColumns) -> bytes:
-    """The rows as COPY CSV (one pandas C writer call); NULL is an empty unquoted field."""
-    frame = pd.DataFrame({
-        name: getattr(rows, name) for name in ROW_COLUMNS if name not in _BYTES_COLUMNS
-    })
-    frame["offer_id"] = pd.arrays.IntegerArray(rows.offer_id, rows.offer_id < 0)  # -1: NULL
+def _copy_csv(rows: RecommendationColumns) -> memoryview:
+    """The rows as COPY CSV, in ROW_COLUMNS order, written by Arrow's C++ CSV writer.
+
+    Arrow quotes every string (JSON quotes doubled) and leaves NULL empty and unquoted, which
+    is how Postgres' CSV mode reads them; floats are written in their shortest exact form.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    columns = {name: getattr(rows, name) for name in ROW_COLUMNS}
+    columns["offer_id"] = pa.array(rows.offer_id, mask=rows.offer_id < 0)  # -1: no action, NULL
+    columns["alternatives"] = pa.array(rows.alternatives, pa.string())
     for name in _BYTES_COLUMNS:
-        frame[name] = _bytea_hex(getattr(rows, name))
-    frame = frame[list(ROW_COLUMNS)]
-    return frame.to_csv(header=False, index=False, lineterminator="\n").encode()
+        columns[name] = _bytea_hex(getattr(rows, name))
+    for name in ("route", "route_reasons"):
+        columns[name] = pa.array(columns[name], pa.string())
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(pa.table(columns), sink, pa_csv.WriteOptions(include_header=False))
+    return memoryview(sink.getvalue())
 
 
 def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> None:
@@ -525,7 +533,7 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> N
         return
     table = Recommendation._meta.db_table
     columns = ", ".join(ROW_COLUMNS)
-    payload = _copy_text(rows)
+    payload = _copy_csv(rows)
     with connection.cursor() as cursor:
         # Same column types as the table. Dropped below; ON COMMIT DROP covers a failure
         # between here and there (a rolled-back savepoint takes it away too).
