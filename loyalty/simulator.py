@@ -832,6 +832,9 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
             # Rebuilt once each, over all rows: unique and foreign keys are verified here.
             for statement in recreate:
                 cursor.execute(statement)
+            if postgres:
+                # Fresh statistics, so the first scoring run's plans see the real row counts.
+                cursor.execute(f"ANALYZE {member_table}, {event_table}")
     return {"members": len(member_rows), "events": len(event_rows), "offers": len(program.offers)}
 
 
