@@ -83,4 +83,5 @@ def score_chunk(self: Task, chunk_id: int, reclaim: bool = False) -> dict[str, A
         "rows_written": outcome.rows_written,
         "skipped_no_consent": outcome.skipped_no_consent,
         "run_finished": outcome.run_finished,
+        "stage_seconds": outcome.stage_seconds,  # load, features, score, build, write
     }
