@@ -39,6 +39,9 @@ class BenchOptions:
     workers: int
     chunk_size: int
     seed_rf_rows: int = 300
+    # Pad the recommendations table to this many rows before timing the desk (0: as scored).
+    queue_rows: int = 0
+    latency_samples: int = 40
 
 
 # ---------------------------------------------------------------- outer: mode and database
@@ -94,6 +97,7 @@ def bench_outer(options: BenchOptions, *, keep_db: bool, progress: Callable[[str
         sys.executable, "manage.py", "bench", "--inner", "--result-file", str(result_file),
         "--members", str(options.members), "--seed", str(options.seed),
         "--workers", str(options.workers), "--chunk-size", str(options.chunk_size),
+        "--queue-rows", str(options.queue_rows),
     ]
     try:
         child = subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr)
@@ -333,7 +337,83 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     # End to end (database in and out, queue, workers) against one process scoring in-memory arrays.
     results["bare_ratio"] = round(results["recs_per_s"] / results["bare_recs_per_s"], 3)
     _seed_rf_rate(features, results, options.seed_rf_rows, options.seed)
+    if options.queue_rows:
+        with _timed(results, "queue_pad_s", log):
+            _pad_recommendations(run_id, options.queue_rows)
+    _desk_latency(results, samples=options.latency_samples)
     return results
+
+
+def _pad_recommendations(run_id: int, target_rows: int) -> None:
+    """Copy the scored rows into extra runs (one SQL statement each) until the table holds
+    `target_rows`: the desk is then timed against a table of that size."""
+    from django.db import connection
+
+    from recommendations.models import Recommendation, ScoringRun
+
+    source = ScoringRun.objects.get(pk=run_id)
+    per_run = Recommendation.objects.filter(run_id=run_id).count()
+    table = Recommendation._meta.db_table
+    columns = [f.column for f in Recommendation._meta.concrete_fields if f.column not in {"id", "run_id"}]
+    names = ", ".join(columns)
+    while Recommendation.objects.count() + per_run <= target_rows or Recommendation.objects.count() < target_rows:
+        remaining = target_rows - Recommendation.objects.count()
+        if remaining <= 0:
+            break
+        pad = ScoringRun.objects.create(
+            model_version_id=source.model_version_id, as_of=source.as_of, status=ScoringRun.Status.SUCCEEDED,
+            members_total=per_run, members_scored=per_run,
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (run_id, {names}) SELECT %s, {names} FROM {table} "
+                f"WHERE run_id = %s ORDER BY id LIMIT %s",
+                [pad.pk, run_id, remaining],
+            )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ANALYZE {table}")
+
+
+def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
+    return round(float(np.percentile(samples_ms, 50)), 1), round(float(np.percentile(samples_ms, 95)), 1)
+
+
+def _desk_latency(results: dict, *, samples: int) -> None:
+    """Server time of the queue page and of a decision, through Django's full request stack."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+    from django.urls import reverse
+
+    from loyalty.roles import MANAGER
+    from recommendations.models import Recommendation, RecommendationStatus
+
+    manager, _ = User.objects.get_or_create(username="bench-manager")
+    manager.groups.add(Group.objects.get_or_create(name=MANAGER)[0])
+    client = Client()
+    client.force_login(manager)
+    views = ["", "?sort=expected_value", "?risk=high", "?tier=gold", "?sort=uncertainty", "?sort=churn_risk"]
+    timings = []
+    for i in range(samples):
+        start = time.perf_counter()
+        response = client.get(reverse("home") + views[i % len(views)])
+        timings.append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"queue page answered {response.status_code}")
+    results["queue_page_p50_ms"], results["queue_page_p95_ms"] = _percentiles(timings[1:])
+    pending = list(
+        Recommendation.objects.filter(status=RecommendationStatus.PENDING)
+        .order_by("-priority", "id").values_list("pk", flat=True)[:samples]
+    )
+    timings = []
+    for pk in pending:
+        start = time.perf_counter()
+        response = client.post(reverse("desk-decide", args=[pk]), {"action": "approve"})
+        timings.append((time.perf_counter() - start) * 1000)
+        if response.status_code not in (200, 302):
+            raise RuntimeError(f"decision answered {response.status_code}")
+    results["decision_p50_ms"], results["decision_p95_ms"] = _percentiles(timings)
+    results["queue_rows"] = Recommendation.objects.count()
 
 
 # ---------------------------------------------------------------- output
@@ -353,6 +433,11 @@ LABELS = [
     ("bare_ratio", "end-to-end / bare", ""),
     ("seed_rf_recs_per_s", "seed setup (RF 100 trees + TreeSHAP)", "recs/s"),
     ("peak_worker_rss_mb", "peak worker process RSS", "MiB"),
+    ("queue_rows", "recommendations in the table (desk timings)", ""),
+    ("queue_page_p50_ms", "queue page p50", "ms"),
+    ("queue_page_p95_ms", "queue page p95", "ms"),
+    ("decision_p50_ms", "decision p50", "ms"),
+    ("decision_p95_ms", "decision p95", "ms"),
     ("workers", "worker processes", ""),
     ("simulate_s", "simulate", "s"),
     ("db_load_s", "load into database", "s"),

@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from governance.audit import audit_log
+from governance.services import auto_approvals_record
 from loyalty.models import Member, Offer
 from recommendations.models import (
+    Decision,
     ModelVersion,
     Recommendation,
     RecommendationStatus,
@@ -92,15 +94,28 @@ def recommendation_priority(
     return np.asarray(offer_cost, np.float64) + value * churn + value * width
 
 
-def recommendation_route(*, offer_code: str | None, high_stakes: bool) -> tuple[str, list[str]]:
-    """Who must look at a recommendation: "senior" for high-stakes offers, else "review".
+def recommendation_route(
+    *,
+    run: ScoringRun,
+    member_ids: Any,
+    offers: list[Offer | None],
+    batch: Any,
+) -> Any:
+    """Who must look at each recommendation of a chunk: governance.routing under the
+    escalation policy in force. Returns a governance.routing.RoutingResult (route
+    "auto" | "review" | "senior" and human-readable reasons per item)."""
+    from governance.services import routes_for_scoring
 
-    Governance replaces this with admin-configured escalation policies; until then nothing is
-    automated: every recommendation is seen by a manager, high-stakes ones by a senior manager.
-    """
-    if offer_code and high_stakes:
-        return "senior", [f"Offer {offer_code} is marked high-stakes: a senior manager decides."]
-    return "review", []
+    return routes_for_scoring(
+        run_id=run.pk,
+        model_version=run.model_version,
+        member_ids=[int(m) for m in member_ids],
+        offers=offers,
+        probability=np.asarray(batch.probability, np.float64),
+        p_low=np.asarray(batch.p_low, np.float64),
+        p_high=np.asarray(batch.p_high, np.float64),
+        expected_value=np.asarray(batch.expected_value, np.float64),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +360,8 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
     with transaction.atomic():
         if rows is not None:
             recommendations_insert(run=run, rows=rows)
+        # Items the policy automates are auto-approved by the system, in this transaction.
+        auto_approvals_record(run_id=run.pk, member_pk_from=chunk.member_pk_from, member_pk_to=chunk.member_pk_to)
         # What this run holds for the range is the truth, whoever inserted it.
         written = Recommendation.objects.filter(
             run_id=run.pk, member_id__gte=chunk.member_pk_from, member_id__lte=chunk.member_pk_to
@@ -400,7 +417,7 @@ def member_values(features: pd.DataFrame) -> np.ndarray:
 ROW_COLUMNS = (
     "member_id", "probability", "p_low", "p_high", "offer_id", "expected_value", "ev_low",
     "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
-    "route_reasons",
+    "route_reasons", "status",
 )
 _BYTES_COLUMNS = ("shap_values", "features")
 
@@ -429,6 +446,7 @@ class RecommendationColumns:
     priority: np.ndarray
     route: np.ndarray
     route_reasons: np.ndarray
+    status: np.ndarray
 
     def __len__(self) -> int:
         return len(self.member_id)
@@ -463,14 +481,10 @@ def _recommendations_build(
         offer_cost=costs[offer_index],  # index -1 picks the trailing 0.0: no offer, no cost
         member_value=member_values(features),
     )
-    # The route depends only on the chosen offer: decide it once per offer (and for no action,
-    # the trailing entry), then pick per row.
-    routes = [
-        recommendation_route(offer_code=offer.code if offer else None, high_stakes=bool(offer and offer.high_stakes))
-        for offer in [*offers, None]
-    ]
-    route = np.array([name for name, _ in routes], dtype=object)
-    reasons = np.array([json.dumps(why, separators=(",", ":")) for _, why in routes], dtype=object)
+    chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
+    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
+    route = np.asarray(routing.routes, dtype=object)
+    compact = json.JSONEncoder(separators=(",", ":")).encode
     return RecommendationColumns(
         member_id=features.index.to_numpy(dtype=np.int64),
         probability=np.asarray(batch.probability, np.float64),
@@ -486,8 +500,10 @@ def _recommendations_build(
         if np.ndim(batch.shap_base) else np.full(n, float(batch.shap_base)),
         features=np.ascontiguousarray(matrix.to_numpy(dtype=np.float64), dtype=np.float32),
         priority=np.asarray(priority, np.float64),
-        route=route[offer_index],
-        route_reasons=reasons[offer_index],
+        route=route,
+        route_reasons=np.array([compact(why) for why in routing.reasons], dtype=object),
+        # Routed to a senior manager: escalated from the start.
+        status=np.where(route == "senior", str(RecommendationStatus.ESCALATED), str(RecommendationStatus.PENDING)).astype(object),
     )
 
 
@@ -512,7 +528,7 @@ def _copy_csv(rows: RecommendationColumns) -> memoryview:
     columns["alternatives"] = pa.array(rows.alternatives, pa.string())
     for name in _BYTES_COLUMNS:
         columns[name] = _bytea_hex(getattr(rows, name))
-    for name in ("route", "route_reasons"):
+    for name in ("route", "route_reasons", "status"):
         columns[name] = pa.array(columns[name], pa.string())
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(pa.table(columns), sink, pa_csv.WriteOptions(include_header=False))
@@ -546,12 +562,11 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> N
         ) as copy:
             copy.write(payload)
         cursor.execute(
-            f"INSERT INTO {table} (run_id, model_version_id, as_of, created_at, offer_policy, status, "
+            f"INSERT INTO {table} (run_id, model_version_id, as_of, created_at, offer_policy, "
             f"decided_at, {columns}) "
-            f"SELECT %s, %s, %s, %s, %s, %s, NULL, {columns} FROM recommendation_stage "
+            f"SELECT %s, %s, %s, %s, %s, NULL, {columns} FROM recommendation_stage "
             "ORDER BY member_id ON CONFLICT (run_id, member_id) DO NOTHING",
-            [run.pk, run.model_version_id, run.as_of, timezone.now(), run.model_version.offer_policy,
-             RecommendationStatus.PENDING],
+            [run.pk, run.model_version_id, run.as_of, timezone.now(), run.model_version.offer_policy],
         )
         cursor.execute("DROP TABLE recommendation_stage")
 
@@ -579,10 +594,18 @@ def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns) -> None:
             priority=float(rows.priority[i]),
             route=str(rows.route[i]),
             route_reasons=json.loads(rows.route_reasons[i]),
+            status=str(rows.status[i]),
         )
         for i in range(len(rows))
     ]
     Recommendation.objects.bulk_create(objects, batch_size=1000, ignore_conflicts=True)
+
+
+def _undecided_open() -> Q:
+    """Pending items, and items escalated by routing rather than by a person (no decision)."""
+    return Q(status=RecommendationStatus.PENDING) | (
+        Q(status=RecommendationStatus.ESCALATED) & ~Q(Exists(Decision.objects.filter(recommendation=OuterRef("pk"))))
+    )
 
 
 def _run_finish_if_complete(run_id: int) -> bool:
@@ -602,14 +625,14 @@ def _run_finish_if_complete(run_id: int) -> bool:
     # Older undecided items of the re-scored members leave the queue. Decided items
     # (approved, overridden, escalated, ...) are never touched.
     superseded = Recommendation.objects.filter(
-        status=RecommendationStatus.PENDING, run_id__lt=run_id, member_id__in=run_members
+        _undecided_open(), run_id__lt=run_id, member_id__in=run_members
     ).update(status=RecommendationStatus.SUPERSEDED)
     # A later run that already succeeded wins over this one for the members both scored.
     newer = Recommendation.objects.filter(
         run_id__gt=run_id, run__status=ScoringRun.Status.SUCCEEDED
     ).values("member_id")
     superseded += Recommendation.objects.filter(
-        run_id=run_id, status=RecommendationStatus.PENDING, member_id__in=newer
+        _undecided_open(), run_id=run_id, member_id__in=newer
     ).update(status=RecommendationStatus.SUPERSEDED)
     logger.info("scoring run %s succeeded; %s older recommendations superseded", run_id, superseded)
     return True

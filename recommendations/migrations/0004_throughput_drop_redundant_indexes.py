@@ -23,7 +23,8 @@ INDEXES = {
 
 
 class Migration(migrations.Migration):
-    dependencies = [("recommendations", "0003_merge_20261126_1239")]
+    # After main's 0005_governance_drift (merged in later): one linear history, no merge migration.
+    dependencies = [("recommendations", "0005_governance_drift")]
     operations = [
         migrations.RunSQL(
             sql=f"DROP INDEX IF EXISTS {name}",

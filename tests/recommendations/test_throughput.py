@@ -137,7 +137,7 @@ def test_copy_write_equals_the_orm_write_and_writes_each_member_once(program) ->
         assert np.array_equal(np.array(values), batch.alternatives[i])
         chosen = batch.offer_index[i]
         assert row["offer_id"] == (offers[chosen].pk if chosen >= 0 else None)
-        assert row["status"] == RecommendationStatus.PENDING
+        assert row["status"] == (RecommendationStatus.ESCALATED if row["route"] == "senior" else RecommendationStatus.PENDING)
         assert row["route_reasons"] == json.loads(rows.route_reasons[i])
     created = set(Recommendation.objects.filter(run=copy_run).values_list("created_at", flat=True))
     assert len(created) == 1  # one instant per chunk

@@ -17,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2, help="worker pool processes")
         parser.add_argument("--chunk-size", type=int, default=10_000)
+        parser.add_argument("--queue-rows", type=int, default=0,
+                            help="pad the recommendations table to this many rows before timing the desk")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
         parser.add_argument("--inner", action="store_true", help="internal: run in the prepared env")
@@ -27,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError("--members must be at least 1000 for meaningful figures")
         bench = BenchOptions(
             members=options["members"], seed=options["seed"], workers=options["workers"],
-            chunk_size=options["chunk_size"],
+            chunk_size=options["chunk_size"], queue_rows=options["queue_rows"],
         )
 
         def log(message: str) -> None:
