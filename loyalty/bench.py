@@ -206,6 +206,7 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
     that is rolled back: the rows are really inserted (indexes, constraints) and then undone.
     """
     from django.db import transaction
+    from threadpoolctl import threadpool_limits
 
     from recommendations.models import ScoringChunk, ScoringRun
     from recommendations.runs import chunk_score
@@ -214,7 +215,8 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
     first = ScoringChunk.objects.get(run_id=run_id, index=0)
     best: dict[str, float] = {}
     for _ in range(2):  # the first pass also loads the model; keep the faster pass
-        with transaction.atomic():
+        # One compute thread, as in each worker pool process (recommendations.tasks).
+        with threadpool_limits(limits=1), transaction.atomic():
             scratch = ScoringRun.objects.create(
                 model_version_id=source.model_version_id, as_of=source.as_of,
                 chunk_size=source.chunk_size, chunks_total=2,  # never "finishes": no supersede step
