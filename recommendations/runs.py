@@ -13,18 +13,20 @@ Correctness comes from Postgres, not from Celery delivering a message exactly on
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -124,24 +126,19 @@ def recommendation_route(
 def member_pk_ranges(*, chunk_size: int) -> list[tuple[int, int, int]]:
     """(pk_from, pk_to inclusive, member count) slices of all members, `chunk_size` per slice.
 
-    Streams primary keys, so 1M members cost one index scan and no big list in memory.
+    One query numbers the primary keys in order and groups them by slice in the database,
+    so 1M members cost one index scan and 1M/chunk_size rows back, not 1M Python ints.
     """
     if chunk_size < 1:
         raise ScoringError("chunk size must be at least 1")
-    ranges: list[tuple[int, int, int]] = []
-    first = last = None
-    count = 0
-    for pk in Member.objects.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=20_000):
-        if first is None:
-            first = pk
-        last = pk
-        count += 1
-        if count == chunk_size:
-            ranges.append((first, last, count))
-            first, count = None, 0
-    if first is not None:
-        ranges.append((first, last, count))
-    return ranges
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MIN(id), MAX(id), COUNT(*) FROM ("
+            f"  SELECT id, (ROW_NUMBER() OVER (ORDER BY id) - 1) / %s AS slice FROM {Member._meta.db_table}"
+            ") numbered GROUP BY slice ORDER BY slice",
+            [int(chunk_size)],
+        )
+        return [(int(lo), int(hi), int(count)) for lo, hi, count in cursor.fetchall()]
 
 
 def _model_for_run(model_version_id: int | None) -> ModelVersion:
@@ -281,6 +278,7 @@ class ChunkOutcome:
     rows_written: int = 0
     skipped_no_consent: int = 0
     run_finished: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def worker_label() -> str:
@@ -332,6 +330,7 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
 
     if not chunk_claim(chunk_id=chunk_id, reclaim=reclaim):
         return ChunkOutcome(chunk_id=chunk_id, claimed=False)
+    clock = StageClock()
     chunk = ScoringChunk.objects.select_related("run__model_version").get(pk=chunk_id)
     run = chunk.run
     model = run.model_version
@@ -345,17 +344,22 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
     skipped = Member.objects.filter(pk__gte=chunk.member_pk_from, pk__lte=chunk.member_pk_to).filter(
         Q(consent_profiling=False) | Q(erased_at__isnull=False)
     ).count()
-    recommendations: list[Recommendation] = []
+    clock.lap("load")
+    rows: RecommendationColumns | None = None
     if len(members_df):
         features = build_features(members_df, events_df, as_of)
+        del members_df, events_df
+        clock.lap("features")
         offers, terms = offers_active()
         batch = score_features(bundle, features, terms)
-        recommendations = _recommendations_build(
-            run=run, features=features, batch=batch, offers=offers
-        )
+        clock.lap("score")
+        rows = _recommendations_build(run=run, features=features, batch=batch, offers=offers)
+        del features, batch
+        clock.lap("build")
 
     with transaction.atomic():
-        Recommendation.objects.bulk_create(recommendations, batch_size=1000, ignore_conflicts=True)
+        if rows is not None:
+            recommendations_insert(run=run, rows=rows)
         # Items the policy automates are auto-approved by the system, in this transaction.
         auto_approvals_record(run_id=run.pk, member_pk_from=chunk.member_pk_from, member_pk_to=chunk.member_pk_to)
         # What this run holds for the range is the truth, whoever inserted it.
@@ -378,14 +382,28 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
             members_skipped_no_consent=F("members_skipped_no_consent") + skipped,
         )
         finished = _run_finish_if_complete(run.pk)
+    clock.lap("write")
     logger.info(
-        "scoring run %s chunk %s: %s written, %s skipped (no consent)",
-        run.pk, chunk.index, written, skipped,
+        "scoring run %s chunk %s: %s written, %s skipped (no consent); seconds %s",
+        run.pk, chunk.index, written, skipped, clock.seconds,
     )
     return ChunkOutcome(
         chunk_id=chunk_id, claimed=True, rows_written=written,
-        skipped_no_consent=skipped, run_finished=finished,
+        skipped_no_consent=skipped, run_finished=finished, stage_seconds=clock.seconds,
     )
+
+
+class StageClock:
+    """Wall-clock seconds per stage of a chunk (load, features, score, build, write)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 def member_values(features: pd.DataFrame) -> np.ndarray:
@@ -394,14 +412,66 @@ def member_values(features: pd.DataFrame) -> np.ndarray:
     return features["spend_365d"].to_numpy(dtype=np.float64)
 
 
+# The per-row columns of a recommendation, in the order they are staged for COPY. The rest
+# (run, model version, as_of, created_at, offer_policy, status) is the same for every row.
+ROW_COLUMNS = (
+    "member_id", "probability", "p_low", "p_high", "offer_id", "expected_value", "ev_low",
+    "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
+    "route_reasons", "status",
+)
+_BYTES_COLUMNS = ("shap_values", "features")
+
+
+@dataclass
+class RecommendationColumns:
+    """One chunk's recommendations as columns (no model instances).
+
+    Numbers are numpy arrays; ``offer_id`` is -1 for "no action"; JSON columns hold compact
+    JSON text; ``shap_values`` and ``features`` are (n, n_features) float32 matrices stored as
+    the bytes of each row.
+    """
+
+    member_id: np.ndarray
+    probability: np.ndarray
+    p_low: np.ndarray
+    p_high: np.ndarray
+    offer_id: np.ndarray
+    expected_value: np.ndarray
+    ev_low: np.ndarray
+    ev_high: np.ndarray
+    alternatives: list[str]
+    shap_values: np.ndarray
+    shap_base: np.ndarray
+    features: np.ndarray
+    priority: np.ndarray
+    route: np.ndarray
+    route_reasons: np.ndarray
+    status: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.member_id)
+
+
+def _alternatives_json(codes: list[str], alternatives: np.ndarray) -> list[str]:
+    """Compact JSON per row: [{"code": ..., "p_response": ..., ...}, ...] in offer order.
+
+    One %-format per row over a template built once; repr keeps every float exact.
+    """
+    if not codes:
+        return ["[]"] * len(alternatives)
+    entry = ",".join(f'"{key}":%r' for key in ALTERNATIVE_KEYS)
+    template = "[" + ",".join(f'{{"code":{json.dumps(code)},{entry}}}' for code in codes) + "]"
+    flat = np.asarray(alternatives, dtype=np.float64).reshape(len(alternatives), -1).tolist()
+    return [template % tuple(row) for row in flat]
+
+
 def _recommendations_build(
     *, run: ScoringRun, features: pd.DataFrame, batch: Any, offers: list[Offer]
-) -> list[Recommendation]:
+) -> RecommendationColumns:
     model = run.model_version
+    n = len(features)
     feature_names = [item["name"] for item in model.feature_schema.get("features", [])]
     matrix = features[feature_names] if feature_names else features
-    values = np.asarray(matrix.to_numpy(dtype=np.float64), np.float32)
-    shap = np.asarray(batch.shap_values, np.float32)
     offer_index = np.asarray(batch.offer_index, dtype=np.int64)
     costs = np.array([float(offer.cost) for offer in offers] + [0.0])
     priority = recommendation_priority(
@@ -411,43 +481,124 @@ def _recommendations_build(
         offer_cost=costs[offer_index],  # index -1 picks the trailing 0.0: no offer, no cost
         member_value=member_values(features),
     )
-    alternatives = np.asarray(batch.alternatives, dtype=np.float64)
-    codes = [offer.code for offer in offers]
-    policy = model.offer_policy
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
     routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
-    rows = []
-    for i, member_pk in enumerate(features.index):
-        chosen = chosen_offers[i]
-        route, reasons = routing.route_of(i)
-        rows.append(
-            Recommendation(
-                run_id=run.pk,
-                member_id=int(member_pk),
-                model_version_id=model.pk,
-                as_of=run.as_of,
-                probability=float(batch.probability[i]),
-                p_low=float(batch.p_low[i]),
-                p_high=float(batch.p_high[i]),
-                offer=chosen,
-                expected_value=float(batch.expected_value[i]),
-                ev_low=float(batch.ev_low[i]),
-                ev_high=float(batch.ev_high[i]),
-                alternatives=[
-                    {"code": code, **dict(zip(ALTERNATIVE_KEYS, map(float, alternatives[i, j]), strict=True))}
-                    for j, code in enumerate(codes)
-                ],
-                shap_values=shap[i].tobytes(),
-                shap_base=float(np.ravel(batch.shap_base)[i] if np.ndim(batch.shap_base) else batch.shap_base),
-                features=values[i].tobytes(),
-                offer_policy=policy,
-                priority=float(priority[i]),
-                route=route,
-                route_reasons=reasons,
-                status=RecommendationStatus.ESCALATED if route == "senior" else RecommendationStatus.PENDING,
-            )
+    route = np.asarray(routing.routes, dtype=object)
+    compact = json.JSONEncoder(separators=(",", ":")).encode
+    return RecommendationColumns(
+        member_id=features.index.to_numpy(dtype=np.int64),
+        probability=np.asarray(batch.probability, np.float64),
+        p_low=np.asarray(batch.p_low, np.float64),
+        p_high=np.asarray(batch.p_high, np.float64),
+        offer_id=np.array([offer.pk for offer in offers] + [-1], dtype=np.int64)[offer_index],
+        expected_value=np.asarray(batch.expected_value, np.float64),
+        ev_low=np.asarray(batch.ev_low, np.float64),
+        ev_high=np.asarray(batch.ev_high, np.float64),
+        alternatives=_alternatives_json([offer.code for offer in offers], batch.alternatives),
+        shap_values=np.ascontiguousarray(batch.shap_values, dtype=np.float32),
+        shap_base=np.broadcast_to(np.asarray(batch.shap_base, np.float64).ravel(), (n,))
+        if np.ndim(batch.shap_base) else np.full(n, float(batch.shap_base)),
+        features=np.ascontiguousarray(matrix.to_numpy(dtype=np.float64), dtype=np.float32),
+        priority=np.asarray(priority, np.float64),
+        route=route,
+        route_reasons=np.array([compact(why) for why in routing.reasons], dtype=object),
+        # Routed to a senior manager: escalated from the start.
+        status=np.where(route == "senior", str(RecommendationStatus.ESCALATED), str(RecommendationStatus.PENDING)).astype(object),
+    )
+
+
+def _bytea_hex(matrix: np.ndarray) -> np.ndarray:
+    """Each row's bytes as Postgres bytea hex input (\\x...), without a Python loop."""
+    width = 2 * matrix.shape[1] * matrix.itemsize
+    digits = np.frombuffer(np.ascontiguousarray(matrix).tobytes().hex().encode(), dtype=f"S{width}")
+    return np.char.add("\\x", digits.astype(str))
+
+
+def _copy_csv(rows: RecommendationColumns) -> memoryview:
+    """The rows as COPY CSV, in ROW_COLUMNS order, written by Arrow's C++ CSV writer.
+
+    Arrow quotes every string (JSON quotes doubled) and leaves NULL empty and unquoted, which
+    is how Postgres' CSV mode reads them; floats are written in their shortest exact form.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    columns = {name: getattr(rows, name) for name in ROW_COLUMNS}
+    columns["offer_id"] = pa.array(rows.offer_id, mask=rows.offer_id < 0)  # -1: no action, NULL
+    columns["alternatives"] = pa.array(rows.alternatives, pa.string())
+    for name in _BYTES_COLUMNS:
+        columns[name] = _bytea_hex(getattr(rows, name))
+    for name in ("route", "route_reasons", "status"):
+        columns[name] = pa.array(columns[name], pa.string())
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(pa.table(columns), sink, pa_csv.WriteOptions(include_header=False))
+    return memoryview(sink.getvalue())
+
+
+def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> None:
+    """Insert a chunk's rows for `run`, skipping members the run already holds.
+
+    Call inside the chunk's transaction. Postgres: COPY into a temporary staging table, then
+    one INSERT ... SELECT ... ON CONFLICT DO NOTHING against the unique (run, member), so a
+    redelivered chunk writes nothing twice. Other backends: bulk_create(ignore_conflicts).
+    """
+    if not len(rows):
+        return
+    if connection.vendor != "postgresql":
+        _insert_orm(run=run, rows=rows)
+        return
+    table = Recommendation._meta.db_table
+    columns = ", ".join(ROW_COLUMNS)
+    payload = _copy_csv(rows)
+    with connection.cursor() as cursor:
+        # Same column types as the table. Dropped below; ON COMMIT DROP covers a failure
+        # between here and there (a rolled-back savepoint takes it away too).
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE recommendation_stage ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
         )
-    return rows
+        with cursor.connection.cursor() as raw, raw.copy(
+            f"COPY recommendation_stage ({columns}) FROM STDIN WITH (FORMAT csv)"
+        ) as copy:
+            copy.write(payload)
+        cursor.execute(
+            f"INSERT INTO {table} (run_id, model_version_id, as_of, created_at, offer_policy, "
+            f"decided_at, {columns}) "
+            f"SELECT %s, %s, %s, %s, %s, NULL, {columns} FROM recommendation_stage "
+            "ORDER BY member_id ON CONFLICT (run_id, member_id) DO NOTHING",
+            [run.pk, run.model_version_id, run.as_of, timezone.now(), run.model_version.offer_policy],
+        )
+        cursor.execute("DROP TABLE recommendation_stage")
+
+
+def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns) -> None:
+    policy = run.model_version.offer_policy
+    objects = [
+        Recommendation(
+            run_id=run.pk,
+            member_id=int(rows.member_id[i]),
+            model_version_id=run.model_version_id,
+            as_of=run.as_of,
+            probability=float(rows.probability[i]),
+            p_low=float(rows.p_low[i]),
+            p_high=float(rows.p_high[i]),
+            offer_id=int(rows.offer_id[i]) if rows.offer_id[i] >= 0 else None,
+            expected_value=float(rows.expected_value[i]),
+            ev_low=float(rows.ev_low[i]),
+            ev_high=float(rows.ev_high[i]),
+            alternatives=json.loads(rows.alternatives[i]),
+            shap_values=rows.shap_values[i].tobytes(),
+            shap_base=float(rows.shap_base[i]),
+            features=rows.features[i].tobytes(),
+            offer_policy=policy,
+            priority=float(rows.priority[i]),
+            route=str(rows.route[i]),
+            route_reasons=json.loads(rows.route_reasons[i]),
+            status=str(rows.status[i]),
+        )
+        for i in range(len(rows))
+    ]
+    Recommendation.objects.bulk_create(objects, batch_size=1000, ignore_conflicts=True)
 
 
 def _undecided_open() -> Q:

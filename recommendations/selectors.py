@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from django.db import connection
 
 from loyalty.models import Event, Member, Offer
 from recommendations.models import ModelVersion
@@ -31,13 +36,32 @@ def member_frames_load(
     pk_from: int | None = None,
     pk_to: int | None = None,
     consenting_only: bool = True,
+    pks: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(members, events) frames for recommendations.features, for members with pk in
     [pk_from, pk_to] (inclusive; open when None) and their events before ``as_of``.
 
-    consenting_only keeps members who consented to profiling; erased members are never read.
-    Events come back with ``member_pk`` (the members' pk) and tz-aware UTC ``occurred_at``.
+    ``pks``, when given, further restricts the members to those primary keys (a training
+    sample). consenting_only keeps members who consented to profiling; erased members are
+    never read. Events come back with ``member_pk`` (the members' pk) and tz-aware UTC
+    ``occurred_at``.
+
+    On Postgres each frame is one query returning CSV text, parsed by pandas' C reader: no
+    ORM instances or per-row Python tuples (a 10,000-member chunk has ~200,000 events).
+    Other backends (the embedded SQLite) read through the ORM.
     """
+    if pks is not None:
+        pks = np.unique(np.asarray(pks, dtype=np.int64))
+    if connection.vendor == "postgresql":
+        return _frames_sql(
+            as_of=as_of, pk_from=pk_from, pk_to=pk_to, consenting_only=consenting_only, pks=pks
+        )
+    return _frames_orm(as_of=as_of, pk_from=pk_from, pk_to=pk_to, consenting_only=consenting_only, pks=pks)
+
+
+def _frames_orm(
+    *, as_of: date, pk_from: int | None, pk_to: int | None, consenting_only: bool, pks: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     members_qs = Member.objects.filter(erased_at__isnull=True)
     events_qs = Event.objects.filter(occurred_at__lt=as_of_instant(as_of), member__erased_at__isnull=True)
     if consenting_only:
@@ -55,6 +79,9 @@ def member_frames_load(
     events = pd.DataFrame.from_records(
         events_qs.values_list(*EVENT_FIELDS).iterator(chunk_size=20_000), columns=EVENT_FIELDS
     ).rename(columns={"member_id": "member_pk"})
+    if pks is not None:
+        members = members[members["pk"].isin(pks)].reset_index(drop=True)
+        events = events[events["member_pk"].isin(pks)].reset_index(drop=True)
     events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
     events["score"] = pd.to_numeric(events["score"], errors="coerce").astype(float)
     for name in ("amount",):
@@ -63,6 +90,105 @@ def member_frames_load(
         events[name] = events[name].astype("int64")
     members["pk"] = members["pk"].astype("int64")
     return members, events
+
+
+def _csv_field(expression: str, *, text: bool) -> str:
+    """SQL for one CSV field: text quoted (quotes doubled), NULL as an empty field."""
+    if text:
+        return f"""'"' || replace(({expression})::text, '"', '""') || '"'"""
+    return f"coalesce(({expression})::text, '')"
+
+
+def _csv_frame(*, fields: list[tuple[str, str, Any]], source: str, params: list, order: str = "") -> pd.DataFrame:
+    """One query whose single value is the whole result as CSV text, parsed by pandas' C reader.
+
+    ``fields`` are (name, SQL expression, dtype); ``str`` dtypes are text. Postgres joins the
+    rows (string_agg), so Python sees one string instead of one message per row: a chunk's
+    ~200,000 events cost one round trip and one C parse, no per-row Python work.
+    """
+    line = " || ',' || ".join(_csv_field(sql, text=dtype is str) for _, sql, dtype in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT string_agg({line}, E'\\n' {order}) FROM {source}", params)
+        body = cursor.fetchone()[0]
+    dtypes = {name: dtype for name, _, dtype in fields}
+    if not body:
+        return pd.DataFrame({name: pd.Series(dtype=object if dtype is str else dtype) for name, dtype in dtypes.items()})
+    numeric_nulls = {name: [""] for name, dtype in dtypes.items() if dtype == "float64"}
+    return pd.read_csv(
+        io.StringIO(body), header=None, names=list(dtypes), dtype=dtypes, keep_default_na=False,
+        na_values=numeric_nulls, engine="c",
+    )
+
+
+# (column name in the frame, SQL expression, dtype); numeric NULLs become NaN, text stays "".
+_MEMBER_COLUMNS: list[tuple[str, str, Any]] = [
+    ("pk", "m.id", "int64"), ("member_id", "m.member_id", str), ("birth_year", "m.birth_year", "float64"),
+    ("gender", "m.gender", str), ("region", "m.region", str), ("tier", "m.tier", str),
+    ("points_balance", "m.points_balance", "int64"), ("joined_at", "m.joined_at - DATE '1970-01-01'", "float64"),  # days since the epoch
+    ("consent_profiling", "m.consent_profiling::int", "int8"),
+]
+_EVENT_COLUMNS: list[tuple[str, str, Any]] = [
+    ("member_pk", "e.member_id", "int64"),
+    # Integer microseconds since the epoch: parsed as a number, not as timestamp text.
+    ("occurred_us", "(extract(epoch FROM e.occurred_at) * 1000000)::bigint", "int64"),
+    ("kind", "e.kind", str), ("amount", "e.amount", "float64"), ("points", "e.points", "int64"),
+    ("quantity", "e.quantity", "int64"), ("duration_seconds", "e.duration_seconds", "int64"),
+    ("score", "e.score", "float64"), ("offer_code", "e.offer_code", str),
+]
+# A sample of pks is sent in slices: one array parameter per query, bounded in size.
+_PK_SLICE = 50_000
+
+
+def _frames_sql(
+    *, as_of: date, pk_from: int | None, pk_to: int | None, consenting_only: bool, pks: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    where = ["m.erased_at IS NULL"]
+    params: list = []
+    if consenting_only:
+        where.append("m.consent_profiling")
+    # The pk bounds go on both sides so the (member, occurred_at) index is scanned by range.
+    event_where = ["e.occurred_at < %s"]
+    event_params: list = [as_of_instant(as_of)]
+    for op, value in ((">=", pk_from), ("<=", pk_to)):
+        if value is not None:
+            where.append(f"m.id {op} %s")
+            params.append(int(value))
+            event_where.append(f"e.member_id {op} %s")
+            event_params.append(int(value))
+    member_table, event_table = Member._meta.db_table, Event._meta.db_table
+    slices: list[np.ndarray | None] = [None] if pks is None else [
+        pks[start : start + _PK_SLICE] for start in range(0, len(pks), _PK_SLICE)
+    ] or [pks]
+    member_parts, event_parts = [], []
+    for part in slices:
+        clause = " AND ".join(where)
+        extra: list = []
+        if part is not None:
+            clause += " AND m.id = ANY(%s)"
+            extra = [part.tolist()]
+        member_parts.append(_csv_frame(
+            fields=_MEMBER_COLUMNS, source=f"{member_table} m WHERE {clause}", params=[*params, *extra],
+            order="ORDER BY m.id",
+        ))
+        event_parts.append(_csv_frame(
+            fields=_EVENT_COLUMNS,
+            source=f"{event_table} e JOIN {member_table} m ON m.id = e.member_id "
+                   f"WHERE {' AND '.join(event_where)} AND {clause}",
+            params=[*event_params, *params, *extra],
+        ))
+    members = member_parts[0] if len(member_parts) == 1 else pd.concat(member_parts, ignore_index=True)
+    events = event_parts[0] if len(event_parts) == 1 else pd.concat(event_parts, ignore_index=True)
+    # Dates as datetime64 (NaT when unknown); birth_year stays float (NaN when unknown).
+    members["joined_at"] = pd.to_datetime(members["joined_at"], unit="D")
+    members["consent_profiling"] = members["consent_profiling"].astype(bool)
+    events.insert(1, "occurred_at", pd.to_datetime(events.pop("occurred_us"), unit="us", utc=True))
+    return members, events[["member_pk", *EVENT_FIELDS[1:]]]
+
+
+def consenting_member_pks() -> np.ndarray:
+    """Primary keys of the members who may be profiled (consenting, not erased), ascending."""
+    qs = Member.objects.filter(consent_profiling=True, erased_at__isnull=True).order_by("pk")
+    return np.fromiter(qs.values_list("pk", flat=True).iterator(chunk_size=50_000), dtype=np.int64)
 
 
 def offer_terms_list(*, active_only: bool = True, codes: list[str] | None = None) -> list[OfferTerms]:

@@ -33,6 +33,25 @@ class TrainingDataError(ValueError):
     """Not enough data before as_of to train a model."""
 
 
+# Training reads at most this many consenting members, a uniform random sample (seeded by the
+# training seed) when the program is larger. Loading and fitting grow linearly with members
+# (~21 events each: 1M members would be ~21M events in one process), while a model of these
+# 28 features gains little beyond a few hundred thousand members. Scoring always covers
+# every member; the sample size is recorded in the model version's params.
+TRAIN_MAX_MEMBERS = 200_000
+
+
+def training_members_sample(*, max_members: int, seed: int) -> tuple[np.ndarray | None, int]:
+    """(pks to train on, or None for all; how many consenting members there are)."""
+    from recommendations.selectors import consenting_member_pks
+
+    pks = consenting_member_pks()
+    if len(pks) <= max_members:
+        return None, len(pks)
+    sample = np.random.default_rng(seed).choice(pks, size=max_members, replace=False)
+    return np.sort(sample), len(pks)
+
+
 def _json_safe(value: Any) -> Any:
     """Metrics as strict JSON: NaN/inf become None, numpy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -75,17 +94,28 @@ def feature_schema(features: pd.DataFrame) -> dict:
 
 
 def model_version_train(
-    *, as_of: date, horizon_days: int, algorithm: str = "hgb", actor=None, seed: int = 0
+    *,
+    as_of: date,
+    horizon_days: int,
+    algorithm: str = "hgb",
+    actor=None,
+    seed: int = 0,
+    max_members: int = TRAIN_MAX_MEMBERS,
 ) -> ModelVersion:
     """Train on the data before ``as_of``, store the artifact, record the ModelVersion.
 
-    The first model ever trained becomes champion; later ones are candidates until promoted.
+    Uses every consenting member, or a random sample of ``max_members`` of them when there
+    are more (see TRAIN_MAX_MEMBERS). The first model ever trained becomes champion; later
+    ones are candidates until promoted.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
     if horizon_days <= 0:
         raise ValueError("horizon_days must be positive")
-    members, events = member_frames_load(as_of=as_of)
+    if max_members < 1:
+        raise ValueError("max_members must be at least 1")
+    sample, available = training_members_sample(max_members=max_members, seed=seed)
+    members, events = member_frames_load(as_of=as_of, pks=sample)
     t0 = as_of - timedelta(days=horizon_days)
     if not len(members) or not len(events):
         raise TrainingDataError(f"no consenting members with events before {as_of.isoformat()}")
@@ -106,6 +136,9 @@ def model_version_train(
         "default_policy": bundle.default_policy_params,
         "seed": seed,
         "offer_codes": bundle.offer_codes,
+        # How many consenting members the model saw, out of how many the program had.
+        "train_members": int(len(members)),
+        "train_members_available": int(available),
     }
     with transaction.atomic():
         has_champion = ModelVersion.objects.select_for_update().filter(

@@ -45,10 +45,12 @@ def _finished(run_id: int, timeout: float = 240) -> ScoringRun:
     return _wait_for(done, timeout=timeout, what=f"run {run_id} to finish")
 
 
-def _running_chunk(run_id: int) -> ScoringChunk | None:
-    """A chunk a worker is scoring right now, once the run is past its first chunk."""
+def _running_chunk(run_id: int, *, chunks_left: int = 0) -> ScoringChunk | None:
+    """A chunk a worker is scoring right now, once the run is past its first chunk and while
+    more than `chunks_left` chunks are not done (a fast worker can otherwise finish the run
+    between this query and the test's next step)."""
     run = ScoringRun.objects.get(pk=run_id)
-    if run.chunks_done < 1:
+    if run.chunks_done < 1 or run.chunks_total - run.chunks_done <= chunks_left:
         return None
     return ScoringChunk.objects.filter(run_id=run_id, status=ScoringChunk.Status.RUNNING).exclude(worker="").first()
 
@@ -108,7 +110,8 @@ def test_killed_pool_child_hands_its_chunk_back(program, celery_worker_process) 
 
 def test_killed_worker_then_new_worker_and_resume(program, celery_worker_process) -> None:
     run = run_start(as_of=program.as_of, chunk_size=CHUNK)
-    _wait_for(lambda: _running_chunk(run.pk), timeout=120, what="a running chunk")
+    # More chunks left than the two pool processes can hold: the run cannot finish before the kill.
+    _wait_for(lambda: _running_chunk(run.pk, chunks_left=4), timeout=120, what="a running chunk")
     os.killpg(celery_worker_process.proc.pid, signal.SIGKILL)
     celery_worker_process.proc.wait(timeout=10)
     run.refresh_from_db()

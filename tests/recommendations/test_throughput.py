@@ -1,0 +1,143 @@
+"""The fast paths of scoring (Postgres): SQL frame loading, columnar COPY writes, training sample.
+
+Each fast path is checked against the plain ORM path it replaces, on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from loyalty.models import Member
+from recommendations.features import build_features
+from recommendations.model_store import bundle_load
+from recommendations.models import Recommendation, RecommendationStatus, ScoringRun
+from recommendations.runs import (
+    ALTERNATIVE_KEYS,
+    _insert_orm,
+    _recommendations_build,
+    member_pk_ranges,
+    offers_active,
+    recommendations_insert,
+)
+from recommendations.scoring import score_features
+from recommendations.selectors import _frames_orm, _frames_sql, member_frames_load
+from recommendations.services import model_version_train
+from tests.conftest import require_services
+from tests.recommendations.scoring_support import champion_model, consenting_pks, program_in_db
+
+MEMBERS, SEED = 900, 11
+
+
+@pytest.fixture
+def program(db, settings, tmp_path):
+    require_services()
+    settings.ARTIFACT_DIR = tmp_path / "artifacts"
+    return program_in_db(members=MEMBERS, seed=SEED)
+
+
+def _same_frames(left: tuple[pd.DataFrame, pd.DataFrame], right: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    (members_a, events_a), (members_b, events_b) = left, right
+    assert list(members_a["pk"]) == list(members_b["pk"])
+    for column in ("pk", "points_balance", "consent_profiling", "tier", "member_id", "gender", "region"):
+        assert members_a[column].tolist() == members_b[column].tolist(), column
+    assert np.array_equal(members_a["birth_year"].to_numpy(float), members_b["birth_year"].to_numpy(float), equal_nan=True)
+    assert (pd.to_datetime(members_a["joined_at"]) == pd.to_datetime(members_b["joined_at"])).all()
+    order = ["member_pk", "occurred_at", "kind", "amount", "points", "offer_code"]
+    events_a = events_a.sort_values(order).reset_index(drop=True)
+    events_b = events_b.sort_values(order).reset_index(drop=True)
+    assert list(events_a.columns) == list(events_b.columns)
+    assert len(events_a) == len(events_b) > 0
+    for column in events_a.columns:
+        a, b = events_a[column], events_b[column]
+        if column == "occurred_at":
+            assert (a.dt.tz_convert("UTC") == b.dt.tz_convert("UTC")).all()
+        elif column == "score":
+            assert np.array_equal(a.to_numpy(float), b.to_numpy(float), equal_nan=True)
+        else:
+            assert a.tolist() == b.tolist(), column
+
+
+def test_sql_frames_equal_the_orm_frames_and_give_the_same_features(program) -> None:
+    erased = Member.objects.filter(consent_profiling=True).order_by("pk")[5]
+    Member.objects.filter(pk=erased.pk).update(erased_at=timezone.now())
+    lo, hi, _ = member_pk_ranges(chunk_size=300)[1]
+    for consenting_only in (True, False):
+        sql = _frames_sql(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=consenting_only, pks=None)
+        orm = _frames_orm(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=consenting_only, pks=None)
+        _same_frames(sql, orm)
+        assert erased.pk not in set(sql[0]["pk"]) and erased.pk not in set(sql[1]["member_pk"])
+        as_of = pd.Timestamp(program.as_of, tz="UTC")
+        assert build_features(*sql, as_of).equals(build_features(*orm, as_of))
+    # A sample of pks (training), across the whole pk range.
+    sample = np.array(sorted(consenting_pks()))[::7]
+    sql = member_frames_load(as_of=program.as_of, pks=sample)
+    orm = _frames_orm(as_of=program.as_of, pk_from=None, pk_to=None, consenting_only=True, pks=sample)
+    _same_frames(sql, orm)
+    assert set(sql[0]["pk"]) == set(sample) - {erased.pk}
+
+
+def test_training_uses_a_seeded_sample_when_the_program_is_larger(program) -> None:
+    available = len(consenting_pks())
+    model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, seed=3, max_members=400)
+    assert model.params["train_members"] == 400
+    assert model.params["train_members_available"] == available > 400
+    with pytest.raises(ValueError, match="max_members"):
+        model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, max_members=0)
+
+
+def _chunk_columns(run: ScoringRun, lo: int, hi: int):
+    model = run.model_version
+    bundle = bundle_load(model.pk, model.artifact_path, model.sha256)
+    members, events = member_frames_load(as_of=run.as_of, pk_from=lo, pk_to=hi)
+    features = build_features(members, events, pd.Timestamp(run.as_of))
+    offers, terms = offers_active()
+    batch = score_features(bundle, features, terms)
+    return _recommendations_build(run=run, features=features, batch=batch, offers=offers), batch, offers
+
+
+def test_copy_write_equals_the_orm_write_and_writes_each_member_once(program) -> None:
+    model = champion_model(program, members=MEMBERS, seed=SEED)
+    copy_run, orm_run = (ScoringRun.objects.create(model_version=model, as_of=program.as_of) for _ in range(2))
+    lo, hi, _ = member_pk_ranges(chunk_size=400)[0]
+    rows, batch, offers = _chunk_columns(copy_run, lo, hi)
+    assert connection.vendor == "postgresql"
+    with transaction.atomic():
+        recommendations_insert(run=copy_run, rows=rows)
+    # A second attempt of the same chunk (a redelivery racing the first) adds nothing.
+    with transaction.atomic():
+        recommendations_insert(run=copy_run, rows=rows)
+        recommendations_insert(run=copy_run, rows=rows)
+    _insert_orm(run=orm_run, rows=rows)
+
+    fields = [
+        "member_id", "model_version_id", "as_of", "probability", "p_low", "p_high", "offer_id",
+        "expected_value", "ev_low", "ev_high", "alternatives", "shap_values", "shap_base", "features",
+        "offer_policy", "priority", "status", "route", "route_reasons", "decided_at",
+    ]
+    copied = list(Recommendation.objects.filter(run=copy_run).order_by("member_id").values(*fields))
+    plain = list(Recommendation.objects.filter(run=orm_run).order_by("member_id").values(*fields))
+    assert len(copied) == len(rows) == len(consenting_pks() & set(range(lo, hi + 1)))
+    for a, b in zip(copied, plain, strict=True):
+        a["shap_values"], b["shap_values"] = bytes(a["shap_values"]), bytes(b["shap_values"])
+        a["features"], b["features"] = bytes(a["features"]), bytes(b["features"])
+        assert a == b
+    # Exact values, not just equal paths: floats, bytes and JSON round-trip unchanged.
+    codes = [offer.code for offer in offers]
+    for i, row in enumerate(copied):
+        assert row["probability"] == batch.probability[i] and row["priority"] == rows.priority[i]
+        assert np.array_equal(np.frombuffer(row["shap_values"], np.float32), batch.shap_values[i])
+        assert [alt["code"] for alt in row["alternatives"]] == codes
+        values = [[alt[key] for key in ALTERNATIVE_KEYS] for alt in row["alternatives"]]
+        assert np.array_equal(np.array(values), batch.alternatives[i])
+        chosen = batch.offer_index[i]
+        assert row["offer_id"] == (offers[chosen].pk if chosen >= 0 else None)
+        assert row["status"] == (RecommendationStatus.ESCALATED if row["route"] == "senior" else RecommendationStatus.PENDING)
+        assert row["route_reasons"] == json.loads(rows.route_reasons[i])
+    created = set(Recommendation.objects.filter(run=copy_run).values_list("created_at", flat=True))
+    assert len(created) == 1  # one instant per chunk
