@@ -140,7 +140,10 @@ def test_scoring_routes_with_the_policy_in_force_and_auto_approves_as_the_system
     policy_save(
         actor=None, phase="expanded", sample_rate=0.3, limited_max_offer_cost=10, sla_review_hours=48,
         stale_after_hours=240, rules={"probability": {"enabled": False, "route": "review"},
-                                      "uncertainty": {"enabled": False, "route": "review"}},
+                                      "uncertainty": {"enabled": False, "route": "review"},
+                                      # Every offer dearer than B500 goes to a senior: some
+                                      # items are escalated whichever offers the model picks.
+                                      "offer_cost": {"enabled": True, "threshold": 6, "route": "senior"}},
     )
     run = _run(program)
     recs = list(Recommendation.objects.filter(run=run).select_related("offer"))
@@ -149,7 +152,7 @@ def test_scoring_routes_with_the_policy_in_force_and_auto_approves_as_the_system
     for rec in by_status["auto_approved"]:
         assert rec.route == "auto" and not (rec.offer_id and rec.offer.high_stakes)
         assert sample_fraction(item_key(run.pk, rec.member_id)) >= 0.3
-    assert all(r.offer_id and r.offer.high_stakes for r in by_status["escalated"])
+    assert all(r.offer_id and (r.offer.high_stakes or r.offer.cost > 6) for r in by_status["escalated"])
     spot = [r for r in by_status["pending"] if r.route_reasons[-1]["code"] == "spot_check"]
     assert spot and all(r.route_reasons[-1]["text"].startswith("spot check sample") for r in spot)
     decisions = Decision.objects.filter(recommendation__run=run)
