@@ -216,6 +216,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("CELERY_MAX_MEMORY_KB", 1_500_000))
 CELERY_BEAT_SCHEDULE: dict = {}
+# What-if segment scenarios live outside recommendations/tasks.py (a separate module).
+CELERY_IMPORTS = ("recommendations.whatif_tasks",)
 
 CACHES = {
     "default": (
