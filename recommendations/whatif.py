@@ -88,8 +88,9 @@ SEGMENT_CHUNK = 2_000
 SEGMENT_OPS = ("scale", "add", "set")
 
 # Tiny inputs: OpenMP threads only add contention (27 ms -> 0.8 ms for one row on a busy
-# 2-core box), so the interactive path scores on one thread.
-_THREADPOOLS = ThreadpoolController()
+# 2-core box), so the interactive path scores on one thread. The controller is built after
+# the model is loaded: it only sees the thread pools of libraries loaded by then.
+_THREADPOOLS: list[ThreadpoolController] = []
 
 
 class WhatIfError(ValueError):
@@ -145,6 +146,7 @@ def feature_controls(*, model_version: ModelVersion, base: Mapping[str, float]) 
             "actionable": bool(spec and spec.actionable),
             "locked": lock_reason(name),
             "is_tier": name == "tier_rank",
+            "int_value": int(round(value)),
         })
     return controls
 
@@ -216,123 +218,123 @@ def features_propagate(base: pd.DataFrame, targets: Mapping[str, Any]) -> pd.Dat
     """``base`` with ``targets`` (name -> value or per-row values) applied, kept consistent.
 
     Vectorized over rows: the single-member page, recourse candidates and segment scenarios
-    all go through here. The rules are in the module docstring.
+    all go through here. The rules are in the module docstring. Works on plain arrays (a
+    pandas column assignment costs more than the arithmetic at this size).
     """
-    out = base.copy()
+    n = len(base)
+    matrix = base.to_numpy(dtype=float)
+    b = {name: matrix[:, j] for j, name in enumerate(base.columns)}
+    out = dict(b)
     changed = {name for name in targets if name in out}
     for name in changed:
-        out[name] = np.broadcast_to(np.asarray(targets[name], dtype=float), len(out))
-
-    def col(frame: pd.DataFrame, name: str) -> np.ndarray:
-        return frame[name].to_numpy(dtype=float)
+        out[name] = np.broadcast_to(np.asarray(targets[name], dtype=float), n).copy()
 
     def has(*names: str) -> bool:
-        return all(n in out for n in names)
+        return all(name in out for name in names)
 
     # An edited "days since" empties the windows shorter than it and fills the longer ones.
     for days_name, windows in RECENCY:
         if days_name not in targets or any(w in targets for w, _ in windows) or days_name not in out:
             continue
-        days = col(out, days_name)
+        days = out[days_name]
         for window, length in windows:
             if window in out:
-                out[window] = np.where(days > length, 0.0, np.maximum(col(out, window), 1.0))
+                out[window] = np.where(days > length, 0.0, np.maximum(out[window], 1.0))
                 changed.add(window)
     # Purchases first: longer windows carry the change of the nearest edited shorter one.
-    _chain(out, base, CHAINS[0], changed)
+    _chain(out, b, CHAINS[0], changed)
     # Spend follows purchases at the member's own average basket.
     if has("spend_365d", "purchases_365d"):
-        p365 = col(base, "purchases_365d")
-        basket = np.divide(col(base, "spend_365d"), p365, out=np.zeros(len(out)), where=p365 > 0)
+        p365 = b["purchases_365d"]
+        basket = np.divide(b["spend_365d"], p365, out=np.zeros(n), where=p365 > 0)
         for spend, purchases in SPEND_FOR.items():
             if has(spend, purchases) and spend not in changed:
-                moved = col(out, purchases) - col(base, purchases)
+                moved = out[purchases] - b[purchases]
                 if np.any(moved != 0):
-                    out[spend] = np.maximum(col(base, spend) + moved * basket, 0.0)
+                    out[spend] = np.maximum(b[spend] + moved * basket, 0.0)
                     changed.add(spend)
-    _chain(out, base, CHAINS[1], changed)
+    _chain(out, b, CHAINS[1], changed)
     for spend, purchases in SPEND_FOR.items():
         if has(spend, purchases):
-            out[spend] = np.where(col(out, purchases) <= 0, 0.0, col(out, spend))
-    _chain(out, base, CHAINS[2], changed)
+            out[spend] = np.where(out[purchases] <= 0, 0.0, out[spend])
+    _chain(out, b, CHAINS[2], changed)
     # Session minutes follow sessions at the member's minutes per session.
-    if has("sessions_90d", "session_minutes_90d") and "session_minutes_90d" not in changed:
-        s_base, s_new = col(base, "sessions_90d"), col(out, "sessions_90d")
-        per = np.divide(col(base, "session_minutes_90d"), s_base, out=np.zeros(len(out)), where=s_base > 0)
-        out["session_minutes_90d"] = np.where(
-            s_new != s_base, s_new * per, col(base, "session_minutes_90d")
-        )
     if has("sessions_90d", "session_minutes_90d"):
-        out["session_minutes_90d"] = np.where(col(out, "sessions_90d") <= 0, 0.0, col(out, "session_minutes_90d"))
+        if "session_minutes_90d" not in changed:
+            s_base = b["sessions_90d"]
+            per = np.divide(b["session_minutes_90d"], s_base, out=np.zeros(n), where=s_base > 0)
+            out["session_minutes_90d"] = np.where(
+                out["sessions_90d"] != s_base, out["sessions_90d"] * per, b["session_minutes_90d"]
+            )
+        out["session_minutes_90d"] = np.where(out["sessions_90d"] <= 0, 0.0, out["session_minutes_90d"])
 
     # "Days since" lands in the window the counts imply (unless it was the edit itself).
     for days_name, windows in RECENCY:
         names = [days_name, *(w for w, _ in windows)]
         if days_name in targets or not has(*names) or not (changed & set(names)):
             continue
-        lower = np.zeros(len(out))
-        upper = np.full(len(out), FEATURE_BY_NAME[days_name].max)
-        settled = np.zeros(len(out), dtype=bool)
+        lower = np.zeros(n)
+        upper = np.full(n, FEATURE_BY_NAME[days_name].max)
+        settled = np.zeros(n, dtype=bool)
         previous = 0.0
         for window, length in windows:
-            hit = ~settled & (col(out, window) > 0)
+            hit = ~settled & (out[window] > 0)
             lower = np.where(hit, previous, lower)
             upper = np.where(hit, float(length), upper)
             settled |= hit
             previous = float(length)
         # Nothing in the longest window: the last one was longer ago than that.
         lower = np.where(settled, lower, previous)
-        days = col(out, days_name)
+        days = out[days_name]
         days = np.where(days <= lower, np.minimum(lower + 1, upper), days)
         out[days_name] = np.minimum(days, upper)
 
     # Derived features: recomputed where an input moved, so an untouched row stays exact.
     if has("avg_basket_365d", "spend_365d", "purchases_365d"):
-        moved = (col(out, "spend_365d") != col(base, "spend_365d")) | (
-            col(out, "purchases_365d") != col(base, "purchases_365d")
-        )
-        p = col(out, "purchases_365d")
-        fresh = np.divide(col(out, "spend_365d"), p, out=np.zeros(len(out)), where=p > 0)
-        out["avg_basket_365d"] = np.where(moved, fresh, col(base, "avg_basket_365d"))
+        moved = (out["spend_365d"] != b["spend_365d"]) | (out["purchases_365d"] != b["purchases_365d"])
+        p = out["purchases_365d"]
+        fresh = np.divide(out["spend_365d"], p, out=np.zeros(n), where=p > 0)
+        out["avg_basket_365d"] = np.where(moved, fresh, b["avg_basket_365d"])
     if has("purchase_trend_30_60", "purchases_30d", "purchases_90d"):
-        def trend(frame: pd.DataFrame) -> np.ndarray:
-            p30, p90 = col(frame, "purchases_30d"), col(frame, "purchases_90d")
-            return p30 - (p90 - p30) / 2.0
+        def trend(f: dict) -> np.ndarray:
+            return f["purchases_30d"] - (f["purchases_90d"] - f["purchases_30d"]) / 2.0
 
-        out["purchase_trend_30_60"] = col(base, "purchase_trend_30_60") + trend(out) - trend(base)
+        out["purchase_trend_30_60"] = b["purchase_trend_30_60"] + trend(out) - trend(b)
     if has("spend_trend_90_90", "spend_90d"):
-        out["spend_trend_90_90"] = col(base, "spend_trend_90_90") + col(out, "spend_90d") - col(base, "spend_90d")
+        out["spend_trend_90_90"] = b["spend_trend_90_90"] + out["spend_90d"] - b["spend_90d"]
     if has("gap_ratio", "days_since_purchase", "mean_gap_days"):
-        moved = (col(out, "days_since_purchase") != col(base, "days_since_purchase")) | (
-            col(out, "mean_gap_days") != col(base, "mean_gap_days")
+        moved = (out["days_since_purchase"] != b["days_since_purchase"]) | (
+            out["mean_gap_days"] != b["mean_gap_days"]
         )
-        fresh = np.clip(col(out, "days_since_purchase") / np.maximum(col(out, "mean_gap_days"), 1.0), 0.0, 50.0)
-        out["gap_ratio"] = np.where(moved, fresh, col(base, "gap_ratio"))
+        fresh = np.clip(out["days_since_purchase"] / np.maximum(out["mean_gap_days"], 1.0), 0.0, 50.0)
+        out["gap_ratio"] = np.where(moved, fresh, b["gap_ratio"])
 
-    for name in out.columns:
+    for name, values in out.items():
         spec = FEATURE_BY_NAME.get(name)
         if spec is not None:
-            values = np.clip(col(out, name), spec.min, spec.max)
+            values = np.clip(values, spec.min, spec.max)
             out[name] = np.round(values) if name in INTEGER_FEATURES else values
-    return out
+    return pd.DataFrame(
+        np.column_stack([out[name] for name in base.columns]) if n else matrix,
+        index=base.index, columns=base.columns,
+    )
 
 
-def _chain(out: pd.DataFrame, base: pd.DataFrame, chain: tuple[str, ...], changed: set[str]) -> None:
-    names = [n for n in chain if n in out]
+def _chain(out: dict, base: dict, chain: tuple[str, ...], changed: set[str]) -> None:
+    names = [name for name in chain if name in out]
     if not names or not (changed & set(names)):
         return
-    carry = np.zeros(len(out))
+    carry = np.zeros(len(out[names[0]]))
     for name in names:
         if name in changed:
-            carry = out[name].to_numpy(dtype=float) - base[name].to_numpy(dtype=float)
-        else:
-            out[name] = np.maximum(base[name].to_numpy(dtype=float) + carry, 0.0)
-            if np.any(carry != 0):
-                changed.add(name)
+            carry = out[name] - base[name]
+        elif np.any(carry != 0):
+            out[name] = np.maximum(base[name] + carry, 0.0)
+            changed.add(name)
     # A lowered longer window pulls the shorter ones down to it.
     for shorter, longer in zip(reversed(names[:-1]), reversed(names[1:]), strict=True):
-        lowered = np.minimum(out[shorter].to_numpy(dtype=float), out[longer].to_numpy(dtype=float))
-        if np.any(lowered != out[shorter].to_numpy(dtype=float)):
+        lowered = np.minimum(out[shorter], out[longer])
+        if np.any(lowered != out[shorter]):
             changed.add(shorter)
         out[shorter] = lowered
 
@@ -399,7 +401,9 @@ def member_base_features(*, member: Member, model_version: ModelVersion, as_of: 
 
 
 def _score(bundle: ModelBundle, frame: pd.DataFrame, offers: list[OfferTerms]):
-    with _THREADPOOLS.limit(limits=1):
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    with _THREADPOOLS[0].limit(limits=1):
         return score_features(bundle, frame, offers)
 
 
@@ -518,7 +522,7 @@ def _recourse_candidates(
             continue
         t_lo, t_hi = ranges.get(name, (spec.min, spec.max))
         span = max(t_hi - t_lo, 1.0)
-        current = float(edited.iloc[0][name])
+        current = float(edited[name].iloc[0])
         values = set()
         for step in RECOURSE_STEPS:
             for sign in (-1, 1):
@@ -531,7 +535,10 @@ def _recourse_candidates(
         if not values:
             continue
         ordered = sorted(values)
-        block = features_propagate(pd.concat([edited] * len(ordered)), {name: np.array(ordered)})
+        repeated = pd.DataFrame(
+            np.repeat(edited.to_numpy(dtype=float), len(ordered), axis=0), columns=edited.columns
+        )
+        block = features_propagate(repeated, {name: np.array(ordered)})
         blocks.append(block)
         candidates += [
             {"feature": name, "from": current, "to": v, "cost": abs(v - current) / span} for v in ordered
