@@ -920,3 +920,41 @@ def scenarios_list(*, ids: list[int] | None = None, limit: int = 50) -> list[Sce
 
 def tier_name(rank: float) -> str:
     return TIER_NAMES.get(int(round(rank)), str(rank))
+
+
+def whatif_latency(*, model_version: ModelVersion, samples: int = 40, seed: int = 0) -> dict:
+    """Server time of whatif_evaluate (with recourse) on random edits of random members.
+
+    The members' base features are built (and cached) first, as the page does on load; the
+    timings are the recomputes a slider move triggers. Returns p50/p95 in milliseconds.
+    """
+    rng = np.random.default_rng(seed)
+    pks = list(
+        Member.objects.filter(consent_profiling=True, erased_at__isnull=True).order_by("pk")
+        .values_list("pk", flat=True)[:2000]
+    )
+    members = Member.objects.filter(pk__in=[int(p) for p in rng.choice(pks, size=min(8, len(pks)), replace=False)])
+    bases = [
+        member_base_features(member=m, model_version=model_version, as_of=member_as_of(member=m, model_version=model_version))
+        for m in members
+    ]
+    editable = [
+        name for name in bundle_for(model_version).feature_names
+        if not lock_reason(name) and FEATURE_BY_NAME[name].actionable
+    ]
+    offers = offer_terms_list()
+    timings = []
+    for i in range(samples + 1):
+        base = bases[i % len(bases)]
+        name = editable[int(rng.integers(len(editable)))]
+        spec = FEATURE_BY_NAME[name]
+        value = float(np.clip(base[name] * rng.uniform(0.5, 1.5) + rng.integers(0, 3), spec.min, spec.max))
+        value = float(round(value)) if name in INTEGER_FEATURES else value
+        start = time.perf_counter()
+        whatif_evaluate(model_version=model_version, base_features=base, changes={name: value}, offers=offers)
+        timings.append((time.perf_counter() - start) * 1000)
+    timings = timings[1:]  # the first call builds the SHAP explainer
+    return {
+        "whatif_p50_ms": round(float(np.percentile(timings, 50)), 1),
+        "whatif_p95_ms": round(float(np.percentile(timings, 95)), 1),
+    }
