@@ -27,6 +27,9 @@ def _layout(*, height: int, title: str = "", **extra) -> dict:
     if title:
         layout["title"] = {"text": title, "x": 0, "font": {"size": 13}}
     layout.update(extra)
+    # Tick labels and axis titles get the room they need (fixed margins clip them).
+    for axis in ("xaxis", "yaxis"):
+        layout[axis] = {**layout.get(axis, {}), "automargin": True}
     return layout
 
 

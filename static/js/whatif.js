@@ -92,7 +92,7 @@
         row.classList.toggle("outside", f.outside_training_range);
         var flag = row.querySelector(".wi-flag");
         if (flag) { flag.textContent = f.adjusted ? "adjusted" : (f.outside_training_range ? "outside training range" : ""); }
-        if (!f.changed) { setControl(f.name, f.value); }
+        setControl(f.name, f.value);
       });
 
       var tbody = document.querySelector("#wi-offers-table tbody");
@@ -183,7 +183,8 @@
   function start() {
     var initEl = document.getElementById("whatif-init");
     if (initEl) { memberPage(JSON.parse(initEl.textContent)); } else { drawEmbedded(document); }
-    document.body.addEventListener("htmx:afterSwap", function (ev) { drawEmbedded(ev.detail && ev.detail.elt ? ev.detail.elt.parentNode || document : document); });
+    // A finished segment run arrives by an htmx swap with its charts as JSON blocks.
+    document.body.addEventListener("htmx:afterSwap", function () { drawEmbedded(document); });
     document.body.dataset.whatifReady = "1";
   }
 
