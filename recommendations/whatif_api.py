@@ -49,7 +49,7 @@ class WhatIfRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class AlternativeSerializer(serializers.Serializer):
+class WhatIfAlternativeSerializer(serializers.Serializer):
     code = serializers.CharField()
     kind = serializers.CharField()
     cost = serializers.FloatField()
@@ -63,7 +63,7 @@ class AlternativeSerializer(serializers.Serializer):
     ev_high = serializers.FloatField()
 
 
-class SideSerializer(serializers.Serializer):
+class WhatIfSideSerializer(serializers.Serializer):
     probability = serializers.FloatField()
     p_low = serializers.FloatField()
     p_high = serializers.FloatField()
@@ -71,13 +71,13 @@ class SideSerializer(serializers.Serializer):
     expected_value = serializers.FloatField()
     ev_low = serializers.FloatField()
     ev_high = serializers.FloatField()
-    alternatives = AlternativeSerializer(many=True)
+    alternatives = WhatIfAlternativeSerializer(many=True)
     shap = serializers.ListField(child=serializers.FloatField(), help_text="in feature_names order")
     shap_base = serializers.FloatField()
     drivers = serializers.ListField(child=serializers.DictField())
 
 
-class FeatureStateSerializer(serializers.Serializer):
+class WhatIfFeatureStateSerializer(serializers.Serializer):
     name = serializers.CharField()
     base = serializers.FloatField()
     value = serializers.FloatField()
@@ -93,9 +93,9 @@ class WhatIfResultSerializer(serializers.Serializer):
     as_of = serializers.CharField(required=False)
     feature_names = serializers.ListField(child=serializers.CharField())
     changes = serializers.DictField(child=serializers.FloatField())
-    features = FeatureStateSerializer(many=True)
-    base = SideSerializer()
-    scenario = SideSerializer()
+    features = WhatIfFeatureStateSerializer(many=True)
+    base = WhatIfSideSerializer()
+    scenario = WhatIfSideSerializer()
     delta = serializers.DictField(child=serializers.FloatField())
     recommendation_changed = serializers.BooleanField()
     warnings = serializers.ListField(child=serializers.DictField())
@@ -157,9 +157,12 @@ class SegmentRequestSerializer(serializers.Serializer):
     offer_costs = serializers.DictField(child=serializers.FloatField(), required=False, default=dict)
 
 
-class ScenarioSerializer(serializers.ModelSerializer):
+class WhatIfScenarioSerializer(serializers.ModelSerializer):
     member_id = serializers.CharField(source="member.member_id", default=None, read_only=True)
     created_by = serializers.CharField(source="created_by.get_username", default=None, read_only=True)
+    # Plain strings: the choice sets are documented here rather than as yet another "status" enum.
+    kind = serializers.CharField(read_only=True, help_text="member | segment")
+    status = serializers.CharField(read_only=True, help_text="pending | running | succeeded | failed")
 
     class Meta:
         model = Scenario
@@ -177,7 +180,7 @@ class SegmentScenarioAPI(APIView):
         "member of a segment and sums the predicted effect with intervals. Runs as a Celery task; poll "
         "the scenario for progress.",
         request=SegmentRequestSerializer,
-        responses={202: ScenarioSerializer, **ERRORS},
+        responses={202: WhatIfScenarioSerializer, **ERRORS},
         tags=["whatif"],
     )
     def post(self, request: Request) -> Response:
@@ -192,7 +195,7 @@ class SegmentScenarioAPI(APIView):
         except WhatIfError as exc:
             raise _invalid(exc) from exc
         scenario.refresh_from_db()
-        return Response(ScenarioSerializer(scenario).data, status=status.HTTP_202_ACCEPTED)
+        return Response(WhatIfScenarioSerializer(scenario).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ScenarioAPI(APIView):
@@ -201,7 +204,7 @@ class ScenarioAPI(APIView):
     @extend_schema(
         operation_id="whatif_scenario",
         summary="A saved scenario: inputs, model version, status, progress and result",
-        responses={200: ScenarioSerializer, 403: ERRORS[403], 404: OpenApiResponse(description="not found")},
+        responses={200: WhatIfScenarioSerializer, 403: ERRORS[403], 404: OpenApiResponse(description="not found")},
         tags=["whatif"],
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -209,4 +212,4 @@ class ScenarioAPI(APIView):
             scenario = scenario_get(scenario_id=pk)
         except Scenario.DoesNotExist as exc:
             raise NotFound(f"Scenario {pk} does not exist.") from exc
-        return Response(ScenarioSerializer(scenario).data)
+        return Response(WhatIfScenarioSerializer(scenario).data)
