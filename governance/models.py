@@ -28,3 +28,81 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action}"
+
+
+class RolloutPhase(models.TextChoices):
+    PILOT = "pilot", "Pilot: a person reviews everything"
+    LIMITED = "limited", "Limited automation: low-cost, low-risk items are auto-approved"
+    EXPANDED = "expanded", "Expanded: every item no rule stops is auto-approved"
+
+
+class EscalationPolicy(models.Model):
+    """One version of the routing policy. Never edited: saving writes the next version.
+
+    The rule thresholds and budgets are plain JSON read by governance.routing.PolicyConfig
+    (which validates them), so a version is a complete, self-contained snapshot.
+    """
+
+    version = models.PositiveIntegerField(unique=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=300, blank=True)
+    phase = models.CharField(max_length=16, choices=RolloutPhase.choices, default=RolloutPhase.PILOT)
+    # Share of would-be auto-approved items a person still reviews (spot checks), 0..1.
+    sample_rate = models.FloatField(default=0.1)
+    # In the limited phase only offers costing at most this are automated.
+    limited_max_offer_cost = models.FloatField(default=10.0)
+    sla_review_hours = models.FloatField(default=48.0)
+    stale_after_hours = models.FloatField(default=14 * 24.0)
+    # {"offer_cost": {"threshold": 50.0, "route": "senior"}, ...}: see governance.routing.RULES
+    rules = models.JSONField(default=dict)
+    # [{"dimension": "tier", "value": "gold", "period": "month", "amount": 5000.0}, ...]
+    budgets = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["active"], condition=models.Q(active=True), name="one_active_policy"),
+            models.CheckConstraint(
+                condition=models.Q(sample_rate__gte=0) & models.Q(sample_rate__lte=1), name="policy_sample_rate_0_1"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(sla_review_hours__gt=0) & models.Q(stale_after_hours__gt=0),
+                name="policy_hours_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy v{self.version} ({self.phase})"
+
+
+class FairnessAlert(models.Model):
+    """A group of members (column = value) whose outcomes look unfair. While open, routing can
+    send the group's items to people. The fairness monitor that opens these comes later."""
+
+    class Column(models.TextChoices):
+        TIER = "tier"
+        REGION = "region"
+        GENDER = "gender"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    column = models.CharField(max_length=16, choices=Column.choices)
+    value = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    metric = models.CharField(max_length=64, blank=True)
+    detail = models.TextField(blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["status", "column", "value"], name="fairness_alert_open_idx")]
+
+    def __str__(self) -> str:
+        return f"fairness alert {self.column}={self.value} ({self.status})"

@@ -39,6 +39,7 @@ from loyalty.models import (
     OfferKind,
     Tier,
 )
+from loyalty.pii import encrypt_series, erasure_token
 
 CHUNK_ROWS = 50_000
 # How many row errors an ImportResult / ImportBatch keeps; the total is always counted.
@@ -337,7 +338,12 @@ def _check_members(chunk: pd.DataFrame, ctx: _Context) -> _Checked:
             keys,
         )
     }
-    erased = member_id.map(lambda k: k in existing and existing[k][2] is not None)
+    # An erased member's external id survives only as a keyed hash: refuse it under that name too.
+    tokens = {erasure_token(k): k for k in keys}
+    erased_ids = {tokens[t[0]] for t in _lookup(
+        lambda part: Member.objects.filter(member_id__in=part).values_list("member_id"), sorted(tokens)
+    )}
+    erased = member_id.map(lambda k: k in erased_ids or (k in existing and existing[k][2] is not None))
     check.fail(erased, "member_id", "member was erased under a privacy request; its data is not re-imported")
 
     frame = pd.DataFrame({
@@ -459,7 +465,8 @@ def _insert_events_copy(rows: pd.DataFrame) -> int:
     columns = ", ".join(_EVENT_DB_COLUMNS)
     # numpy formats timestamps several times faster than pandas' to_csv does.
     utc = rows["occurred_at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-    rows = rows.assign(occurred_at=np.char.add(np.datetime_as_string(utc, unit="us"), "+00:00"))
+    rows = rows.assign(occurred_at=np.char.add(np.datetime_as_string(utc, unit="us"), "+00:00"),
+                       comment=encrypt_series(rows["comment"]))
     payload = rows.to_csv(index=False, header=False)
     with connection.cursor() as cursor:
         cursor.execute(

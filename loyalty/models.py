@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from loyalty.pii import EncryptedDateField, EncryptedTextField
+
 # Offer codes appear in URLs, CSV files and feature names: keep them to a safe alphabet.
 OFFER_CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
 
@@ -27,7 +29,7 @@ class Member(models.Model):
     # Decisions, audit rows and exports outside the desk reference members by this id only.
     pseudo_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     joined_at = models.DateField(null=True, blank=True)
-    birth_date = models.DateField(null=True, blank=True)  # PII
+    birth_date = EncryptedDateField(null=True, blank=True)  # PII, encrypted at rest
     # Coarse, non-identifying copy of the birth date: enough for age features and age bands.
     birth_year = models.SmallIntegerField(null=True, blank=True)
     gender = models.CharField(max_length=16, blank=True)
@@ -36,8 +38,8 @@ class Member(models.Model):
     points_balance = models.IntegerField(default=0)
     consent_profiling = models.BooleanField(default=False)
     consent_at = models.DateTimeField(null=True, blank=True)
-    name = models.CharField(max_length=200, blank=True)  # PII
-    email = models.CharField(max_length=254, blank=True)  # PII
+    name = EncryptedTextField(max_length=200, blank=True)  # PII, encrypted at rest
+    email = EncryptedTextField(max_length=254, blank=True)  # PII, encrypted at rest
     erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -69,7 +71,7 @@ class Event(models.Model):
     duration_seconds = models.IntegerField(default=0)
     score = models.SmallIntegerField(null=True, blank=True)
     offer_code = models.CharField(max_length=32, blank=True)
-    comment = models.TextField(blank=True)  # PII-bearing free text
+    comment = EncryptedTextField(blank=True)  # PII-bearing free text, encrypted at rest
     # Hash of the row's content: re-importing the same file writes nothing twice.
     fingerprint = models.CharField(max_length=40, unique=True)
 

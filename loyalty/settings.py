@@ -7,6 +7,8 @@ Postgres and real Celery workers. Production: DJANGO_DEBUG=0 plus a secret key a
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -137,6 +139,20 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 
+# Personal data at rest: Fernet keys, comma-separated, newest first (the newest encrypts, all
+# decrypt; `manage.py rotate_pii_keys` moves old rows to the newest). Without keys a development
+# key is derived from SECRET_KEY; production (DJANGO_DEBUG=0) refuses to start without them.
+LOYALTY_PII_KEYS = env_list("LOYALTY_PII_KEYS")
+if not LOYALTY_PII_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured("LOYALTY_PII_KEYS must be set when DJANGO_DEBUG=0")
+    LOYALTY_PII_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(b"loyalty-pii-dev-key:" + SECRET_KEY.encode()).digest()).decode()
+    ]
+# Events older than this are purged (in batches, audited) by the `purge-expired-events` beat task.
+LOYALTY_EVENT_RETENTION_DAYS = int(os.environ.get("LOYALTY_EVENT_RETENTION_DAYS", 3 * 365))
+LOYALTY_RETENTION_BATCH_SIZE = int(os.environ.get("LOYALTY_RETENTION_BATCH_SIZE", 10_000))
+
 # A manager may undo their own decision for this long; afterwards it stands (a new decision is needed).
 DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
 # The status counts at the top of the queue are cached this long (and dropped on every decision).
@@ -196,6 +212,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema names every endpoint: signed-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Celery: no broker configured means tasks run eagerly in the calling process.
@@ -215,7 +233,14 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("CELERY_MAX_MEMORY_KB", 1_500_000))
-CELERY_BEAT_SCHEDULE: dict = {}
+# Retention purge (privacy) and deadlines: stale offers expire, items past their SLA escalate.
+CELERY_BEAT_SCHEDULE: dict = {
+    "purge-expired-events": {"task": "loyalty.purge_expired_events", "schedule": timedelta(hours=24)},
+    "governance-enforce-deadlines": {
+        "task": "governance.enforce_deadlines",
+        "schedule": float(os.environ.get("GOVERNANCE_DEADLINES_EVERY_SECONDS", 15 * 60)),
+    },
+}
 # What-if segment scenarios live outside recommendations/tasks.py (a separate module).
 CELERY_IMPORTS = ("recommendations.whatif_tasks",)
 

@@ -4,10 +4,14 @@
 horizon window after it (`future_events`, kept apart so a later import "closes the loop"),
 the offer catalog and the ground truth the desk can never see in production:
 
-* ``p_engage``: the TRUE probability of at least one purchase in [as_of, as_of + horizon),
-  ``1 - exp(-integrated purchase rate)`` of the member's latent process, and ``engaged``,
-  the outcome realized by the very same Poisson process that produced `future_events`
-  (so ``engaged`` is exactly Bernoulli(``p_engage``) given the latent path);
+* ``p_engage``: the TRUE probability of at least one purchase in [as_of, as_of + horizon)
+  GIVEN THE MEMBER'S LATENT STATE AT as_of (base rate, current OU level, a decline or
+  recovery already under way), integrating over everything that has not happened yet: the
+  OU shocks of the weeks that begin inside the horizon, declines that start inside it and
+  when a pending recovery begins (``_engagement_truth``, Monte Carlo with antithetic paths).
+  ``engaged`` is the outcome realized by the very same Poisson process that produced
+  `future_events`, whose future path is drawn from those same distributions, so
+  E[engaged | state at as_of] = p_engage: nothing in p_engage is knowable only later;
 * ``p_response_<CODE>``: the TRUE probability that the member would redeem each offer if it
   were sent at ``as_of``;
 * ``biased``: whether the member belongs to the planted-bias group (see below).
@@ -19,15 +23,20 @@ The latent process (per member, on a daily grid, vectorized over blocks of membe
   trajectory: ~30% of members start declining at a random time (some inside the horizon,
   which nobody could foresee), ~10% start in a dip and recover, the rest are stable;
 * purchase rate ``lambda0 * exp(r) * annual season * weekday profile`` after joining;
-* sessions (with ``duration_seconds``) follow ``exp(0.8 r)``, longer when engaged;
+* app sessions follow ``lambda0 * exp(r)`` closely (about 1.8 per purchase, little member
+  spread) and last longer when engaged (``duration_seconds`` ~ ``exp(r)``, modest noise):
+  the app is where engagement, and a change of it, shows between sparse purchases;
 * redemptions are driven by the points balance (path-dependent, simulated day by day over
   member vectors) and a per-member "points engagement"; redemption events carry the points
   spent as a NEGATIVE ``points`` value, purchases the points earned as a positive one;
-* feedback events carry a 1-5 ``score`` that LEADS engagement: it reflects the change of
-  ``r`` over the next four weeks; half of them have a short free-text ``comment`` whose
-  sentiment (positive / neutral / negative) follows the same lead signal.
+* feedback events carry a 1-5 ``score`` that reflects the change of ``r`` over the past
+  four weeks and its level (never the future); half of them have a short free-text
+  ``comment`` whose sentiment (positive / neutral / negative) follows the same signal;
+* the day a decline starts, the member complains (score 1-2, lower for a steeper decline,
+  negative comment) with probability TURN_FEEDBACK_SHARE; the day a recovery starts, they
+  praise (score 4-5): the onset of a trajectory change is visible in the history.
 
-Offers and historical exposures: each member receives 1-3 offers at random times, with the
+Offers and historical exposures: each member receives EXPOSURES (2-5) offers at random times, with the
 offer chosen uniformly at random (a randomized campaign, so responses are unconfounded).
 The member redeems (an ``offer_redeemed`` event with the same code within
 RESPONSE_WINDOW_DAYS) with a probability that depends on observable state at send time:
@@ -64,6 +73,7 @@ from loyalty.definitions import (
     RESPONSE_WINDOW_DAYS,
     event_fingerprints,
 )
+from loyalty.pii import encrypt_series
 
 # A fixed default so the same seed gives the same data byte for byte, whenever it runs.
 DEFAULT_AS_OF = date(2026, 6, 30)
@@ -207,6 +217,103 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# Trajectory mix (decline / recover-from-dip / stable), onset window and speed, and the weekly
+# Ornstein-Uhlenbeck wander: shared by the simulation and the truth that integrates over it.
+DECLINE_SHARE, RECOVER_SHARE = 0.30, 0.10
+ONSET_FROM = 0.25  # onsets are uniform on [ONSET_FROM * history_days, history + horizon days)
+SLOPE_RANGE = (0.004, 0.018)
+OU_PHI, OU_SHOCK_SD, OU_START_SD = 0.97, 0.11, 0.45
+# App sessions per purchase (member spread around it), and how strongly session frequency and
+# duration follow engagement: the app is where a change of engagement shows first.
+SESSION_RATIO, SESSION_SPREAD, SESSION_ENGAGEMENT = 1.8, 0.2, 1.0
+DURATION_ENGAGEMENT, DURATION_SD = 1.0, 0.3
+# Redemption: daily hazard rho * REDEEM_HAZARD * min(balance / 750, 3) * activity; rewards of
+# 1000, 500 or (small rewards, from REDEEM_SMALL points on) REDEEM_SMALL points.
+REDEEM_HAZARD, REDEEM_SMALL, REDEEM_FLOOR = 0.05, 500, 0.0
+# Offers sent per member in the randomized campaigns (uniform between the two) and the mean
+# daily rate of spontaneous feedback.
+EXPOSURES = (2, 5)
+FEEDBACK_RATE = 0.002
+# Share of declines / recoveries whose first day brings a complaint / praise (feedback).
+TURN_FEEDBACK_SHARE = 0.8
+# Monte Carlo paths per member for p_engage (antithetic pairs): its error is ~0.003.
+TRUTH_PATHS = 128
+
+
+def _pending_decline_share(history_days: int, days: int) -> float:
+    """P(a decline starts within the horizon | the member is neither declining nor in a dip at as_of)."""
+    lo = ONSET_FROM * history_days
+    later = DECLINE_SHARE * (days - history_days) / (days - lo)
+    stable = 1.0 - DECLINE_SHARE - RECOVER_SHARE
+    return later / (later + stable)
+
+
+def _engagement_truth(
+    rng: np.random.Generator,
+    *,
+    lambda0: np.ndarray,
+    trend_known: np.ndarray,
+    ou_now: np.ndarray,
+    pending_decline: np.ndarray,
+    pending_recovery: np.ndarray,
+    dip: np.ndarray,
+    season: np.ndarray,
+    future_week: np.ndarray,
+    decline_share: float,
+) -> np.ndarray:
+    """P(at least one purchase in the horizon | latent state at as_of), by Monte Carlo.
+
+    The state at as_of: base rate ``lambda0``, the OU level of the last week that began before
+    as_of, and the trend where it is already under way (a decline that has started continues
+    at its slope; a recovery that has started continues). What has not happened yet is
+    integrated over, with the distributions the simulation itself draws from: OU shocks of
+    the weeks that begin inside the horizon, a decline that starts inside the horizon
+    (probability ``decline_share`` for members neither declining nor in a dip) at a uniform
+    onset with a uniform slope, and for members still in their starting dip, the day their
+    recovery begins (uniform over the horizon, by construction) and its slope.
+
+    ``p = 1 - E[exp(-L)]`` with ``L`` the integrated purchase rate over the horizon, averaged
+    over TRUTH_PATHS antithetic paths, so E[engaged | state] = p for the realized outcome.
+    ``trend_known``/``season``: (n, horizon) arrays (season includes "has joined"),
+    ``future_week``: per horizon day, weeks since the last begun week (0 = that week).
+    """
+    n, horizon = trend_known.shape
+    weeks = int(future_week.max()) + 1
+    # Days of each future week, and the known part of the rate per week: exp(trend) * season.
+    week_sum = np.zeros((weeks, horizon))
+    week_sum[future_week, np.arange(horizon)] = 1.0
+    known_weekly = (np.exp(trend_known) * season) @ week_sum.T  # (n, weeks)
+    sampled = pending_decline | pending_recovery
+    day = np.arange(horizon, dtype=float)
+    lo_slope, hi_slope = SLOPE_RANGE
+    survive = np.zeros(n)
+    half = TRUTH_PATHS // 2
+    for _ in range(half):
+        z = rng.normal(0.0, OU_SHOCK_SD, (n, weeks))
+        z[:, 0] = 0.0  # the last begun week is known
+        # Trend paths for members whose trajectory has not started: onset (days into the
+        # horizon, uniform) and slope; a pending decline starts inside it with decline_share.
+        onset = rng.uniform(0.0, horizon, n)
+        slope = rng.uniform(lo_slope, hi_slope, n)
+        starts = pending_recovery | (pending_decline & (rng.random(n) < decline_share))
+        weekly = known_weekly.copy()
+        rows = np.nonzero(sampled & starts)[0]
+        if len(rows):
+            since = np.clip(day[None, :] - onset[rows, None], 0.0, None)
+            path = -slope[rows, None] * since
+            rec = pending_recovery[rows]
+            path[rec] = np.minimum(0.0, -dip[rows[rec], None] + slope[rows[rec], None] * since[rec])
+            weekly[rows] = (np.exp(path) * season[rows]) @ week_sum.T
+        for sign in (1.0, -1.0):
+            ou = np.empty((n, weeks))
+            ou[:, 0] = ou_now
+            for w in range(1, weeks):
+                ou[:, w] = OU_PHI * ou[:, w - 1] + sign * z[:, w]
+            rate = lambda0 * (weekly * np.exp(ou)).sum(axis=1)
+            survive += np.exp(-rate)
+    return 1.0 - survive / (2 * half)
+
+
 @dataclass
 class _Chunk:
     member: np.ndarray  # global member index per event
@@ -228,6 +335,7 @@ class _Chunk:
 def _simulate_block(
     rng: np.random.Generator,
     *,
+    truth_rng: np.random.Generator,
     first: int,
     attrs: dict[str, np.ndarray],
     season: np.ndarray,
@@ -244,10 +352,10 @@ def _simulate_block(
 
     # Trajectory: decline from a random onset, recover from a dip, or stay stable.
     kind_u = rng.random(n)
-    decliner = kind_u < 0.30
-    recoverer = (kind_u >= 0.30) & (kind_u < 0.40)
-    onset = rng.uniform(0.25 * h, days, n)
-    slope = rng.uniform(0.004, 0.018, n)
+    decliner = kind_u < DECLINE_SHARE
+    recoverer = (kind_u >= DECLINE_SHARE) & (kind_u < DECLINE_SHARE + RECOVER_SHARE)
+    onset = rng.uniform(ONSET_FROM * h, days, n)
+    slope = rng.uniform(*SLOPE_RANGE, n)
     dip = rng.uniform(1.0, 2.5, n)
     since = np.clip(d[None, :] - onset[:, None], 0.0, None)
     trend = np.zeros((n, days), dtype=np.float32)
@@ -258,22 +366,42 @@ def _simulate_block(
     # Weekly Ornstein-Uhlenbeck wander (stationary sd ~0.45): slow, partly unpredictable drift.
     weeks = days // 7 + 1
     ou = np.empty((n, weeks), dtype=np.float32)
-    ou[:, 0] = rng.normal(0.0, 0.45, n)
-    shocks = rng.normal(0.0, 0.11, (n, weeks)).astype(np.float32)
+    ou[:, 0] = rng.normal(0.0, OU_START_SD, n)
+    shocks = rng.normal(0.0, OU_SHOCK_SD, (n, weeks)).astype(np.float32)
     for w in range(1, weeks):
-        ou[:, w] = 0.97 * ou[:, w - 1] + shocks[:, w]
+        ou[:, w] = OU_PHI * ou[:, w - 1] + shocks[:, w]
     r = trend + ou[:, d // 7]
-    del trend, ou, shocks
+
+    # The truth at as_of integrates over what has not happened yet (see _engagement_truth):
+    # the trend is known where it has started, and the OU level of the last week begun.
+    started = onset < h
+    pending_decline = ~recoverer & ~(decliner & started)
+    pending_recovery = recoverer & ~started
+    trend_known = trend[:, h:].copy()
+    trend_known[pending_decline] = 0.0
+    trend_known[pending_recovery] = -dip[pending_recovery, None]
+    last_week = (h - 1) // 7
+    p_engage = _engagement_truth(
+        truth_rng,
+        lambda0=attrs["lambda0"],
+        trend_known=trend_known,
+        ou_now=ou[:, last_week].astype(np.float64),
+        pending_decline=pending_decline,
+        pending_recovery=pending_recovery,
+        dip=dip,
+        season=season[h:] * alive[:, h:],
+        future_week=d[h:] // 7 - last_week,
+        decline_share=_pending_decline_share(h, days),
+    )
+    del trend, ou, shocks, trend_known
 
     lam = (attrs["lambda0"][:, None] * np.exp(r) * season[None, :] * alive).astype(np.float64)
     purchases = rng.poisson(lam)
-    future_rate = lam[:, h:].sum(axis=1)
-    p_engage = 1.0 - np.exp(-future_rate)
     engaged = purchases[:, h:].sum(axis=1) > 0
     del lam
 
     weekday_flat = season / season.mean()
-    sessions = rng.poisson(attrs["session0"][:, None] * np.exp(0.8 * r) * weekday_flat[None, :] * alive)
+    sessions = rng.poisson(attrs["session0"][:, None] * np.exp(SESSION_ENGAGEMENT * r) * weekday_flat[None, :] * alive)
     feedback = rng.poisson(np.broadcast_to(attrs["feedback0"][:, None], (n, days)) * alive)
 
     # Purchases.
@@ -299,9 +427,9 @@ def _simulate_block(
     act = np.minimum(np.exp(r), 2.0)
     for day in range(days):
         balance += earned[:, day]
-        hazard = attrs["rho"] * 0.05 * np.clip(balance / 750.0, 0.0, 3.0) * act[:, day]
-        go = alive[:, day] & (balance >= 500) & (u[:, day] < hazard)
-        pts = np.where(big[:, day] & (balance >= 2000), 1000, 500) * go
+        hazard = attrs["rho"] * REDEEM_HAZARD * np.clip(balance / 750.0, REDEEM_FLOOR, 3.0) * act[:, day]
+        go = alive[:, day] & (balance >= REDEEM_SMALL) & (u[:, day] < hazard)
+        pts = np.where(big[:, day] & (balance >= 2000), 1000, np.where(balance >= 500, 500, REDEEM_SMALL)) * go
         balance -= pts
         redeemed[:, day] = pts
         bal_end[:, day] = balance
@@ -315,15 +443,18 @@ def _simulate_block(
     sm, sd = np.nonzero(sessions)
     reps = sessions[sm, sd]
     sm, sd = np.repeat(sm, reps), np.repeat(sd, reps)
-    s_dur = np.clip(np.exp(np.log(240.0) + 0.35 * r[sm, sd] + rng.normal(0, 0.6, len(sm))), 5, 7200)
+    s_dur = np.clip(
+        np.exp(np.log(240.0) + DURATION_ENGAGEMENT * r[sm, sd] + rng.normal(0, DURATION_SD, len(sm))), 5, 7200
+    )
     s_sec = sd * _DAY + rng.integers(6 * 3600, 24 * 3600, len(sm))
     del sessions
 
-    # Feedback leads engagement: it reflects the change of r over the next four weeks.
+    # Feedback reflects how the member's experience has been going: the change of r over the
+    # past four weeks (a decline under way shows as falling scores) and its level.
     fm, fd = np.nonzero(feedback)
     reps = feedback[fm, fd]
     fm, fd = np.repeat(fm, reps), np.repeat(fd, reps)
-    lead = r[fm, np.minimum(fd + 28, days - 1)] - r[fm, fd]
+    lead = r[fm, fd] - r[fm, np.maximum(fd - 28, 0)]
     nf = len(fm)
     f_score = np.clip(np.round(3.3 + 2.2 * lead + 0.3 * r[fm, fd] + rng.normal(0, 0.6, nf)), 1, 5)
     mood = lead + rng.normal(0, 0.12, nf)
@@ -336,8 +467,33 @@ def _simulate_block(
     f_sec = fd * _DAY + rng.integers(8 * 3600, 23 * 3600, nf)
     del feedback
 
+    # A trajectory change starts with an experience the member tells about (most of the
+    # time): a complaint (score 1-2, the steeper the decline the lower) on the day a decline
+    # starts, praise (score 4-5) on the day a recovery starts.
+    turn = (decliner | recoverer) & (onset < days) & (onset >= np.maximum(join_day, 0))
+    turn &= rng.random(n) < TURN_FEEDBACK_SHARE
+    tm = np.nonzero(turn)[0]
+    td = np.floor(onset[tm]).astype(np.int64)
+    steep = (slope[tm] - SLOPE_RANGE[0]) / (SLOPE_RANGE[1] - SLOPE_RANGE[0])
+    worse = decliner[tm]
+    t_score = np.where(
+        worse,
+        np.clip(np.round(2.3 - steep + rng.normal(0, 0.25, len(tm))), 1, 2),
+        np.clip(np.round(4.2 + 0.6 * steep + rng.normal(0, 0.25, len(tm))), 4, 5),
+    )
+    t_comment = np.where(
+        worse,
+        rng.integers(*_COMMENT_RANGES["negative"], len(tm)),
+        rng.integers(*_COMMENT_RANGES["positive"], len(tm)),
+    )
+    fm, fd = np.concatenate([fm, tm]), np.concatenate([fd, td])
+    f_score = np.concatenate([f_score, t_score])
+    f_comment = np.concatenate([f_comment, t_comment])
+    f_sec = np.concatenate([f_sec, td * _DAY + rng.integers(8 * 3600, 23 * 3600, len(tm))])
+    nf = len(fm)
+
     # Randomized offer exposures: 1-3 per member, uniform offer, uniform time in history.
-    n_exp = rng.integers(1, 4, n)
+    n_exp = rng.integers(EXPOSURES[0], EXPOSURES[1] + 1, n)
     em = np.repeat(np.arange(n), n_exp)
     ne = len(em)
     hi_day = max(h - RESPONSE_WINDOW_DAYS - 1, 1)
@@ -434,8 +590,8 @@ def _member_attributes(rng: np.random.Generator, *, members: int, history_days: 
         "last": rng.integers(0, len(_LAST_NAMES), n),
         "lambda0": lambda0,
         "basket": basket,
-        "session0": lambda0 * rng.gamma(2.0, 0.9, n),
-        "feedback0": rng.gamma(2.0, 0.002, n),
+        "session0": lambda0 * SESSION_RATIO * rng.lognormal(-0.5 * SESSION_SPREAD**2, SESSION_SPREAD, n),
+        "feedback0": rng.gamma(2.0, FEEDBACK_RATE / 2.0, n),
         "rho": rng.beta(2.0, 5.0, n),
         "join_day": join_day,
         "balance0": balance0,
@@ -514,9 +670,10 @@ def simulate_program(
     for b, seq in enumerate(block_seqs):
         lo, hi = b * CHUNK_MEMBERS, min((b + 1) * CHUNK_MEMBERS, members)
         block = {k: v[lo:hi] for k, v in attrs.items()}
+        # The truth's Monte Carlo draws from its own stream, so it never shifts the events.
         chunks.append(
             _simulate_block(
-                np.random.default_rng(seq), first=lo, attrs=block, season=season,
+                np.random.default_rng(seq), truth_rng=np.random.default_rng(seq.spawn(1)[0]), first=lo, attrs=block, season=season,
                 history_days=history_days, horizon_days=horizon_days,
             )
         )
@@ -652,7 +809,7 @@ def _member_rows(members: pd.DataFrame, *, tz_suffix: str) -> pd.DataFrame:
             "member_id": members["member_id"],
             "pseudo_id": _uuid4_hex(len(members)),
             "joined_at": joined.dt.strftime("%Y-%m-%d"),
-            "birth_date": members["birth_date"].dt.strftime("%Y-%m-%d"),
+            "birth_date": encrypt_series(members["birth_date"].dt.strftime("%Y-%m-%d")),
             "birth_year": members["birth_date"].dt.year.astype("int64"),
             "gender": members["gender"],
             "region": members["region"],
@@ -660,8 +817,8 @@ def _member_rows(members: pd.DataFrame, *, tz_suffix: str) -> pd.DataFrame:
             "points_balance": members["points_balance"].astype("int64"),
             "consent_profiling": consent.astype(np.int64),
             "consent_at": consent_at,
-            "name": members["name"],
-            "email": members["email"],
+            "name": encrypt_series(members["name"]),
+            "email": encrypt_series(members["email"]),
             "created_at": now,
             "updated_at": now,
         }
@@ -682,7 +839,7 @@ def _event_rows(events: pd.DataFrame, member_pk: pd.Series, *, tz_suffix: str) -
             "duration_seconds": events["duration_seconds"].astype("int64"),
             "score": score,
             "offer_code": events["offer_code"],
-            "comment": events["comment"],
+            "comment": encrypt_series(events["comment"]),
             "fingerprint": event_fingerprints(events).to_numpy(),
         }
     )

@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from governance import privacy_urls
+from governance import urls as governance_urls
 from loyalty import api as loyalty_api
 from loyalty import views as loyalty_views
 from recommendations import urls as desk_urls
@@ -13,6 +15,8 @@ api_patterns: list = [
     path("offers/", loyalty_api.OfferListView.as_view(), name="api-offers"),
     path("offers/<str:code>/", loyalty_api.OfferDetailView.as_view(), name="api-offer"),
     *desk_urls.api_urlpatterns,
+    *governance_urls.api_urlpatterns,
+    *privacy_urls.api_urlpatterns,
 ]
 
 urlpatterns = [
@@ -24,6 +28,8 @@ urlpatterns = [
     path("offers/", loyalty_views.offers, name="offers"),
     path("offers/new/", loyalty_views.offer_edit, name="offer-new"),
     path("offers/<str:code>/edit/", loyalty_views.offer_edit, name="offer-edit"),
+    path("governance/", include(governance_urls.urlpatterns)),
+    path("", include(privacy_urls.urlpatterns)),
     path("api/", include(api_patterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -8,6 +8,7 @@ DecisionConflict naming who decided first.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,12 +18,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from governance.audit import audit_log
+from governance.audit import audit_log, audit_log_many
 from governance.models import AuditEvent
 from loyalty.models import Offer
 from loyalty.roles import has_capability
-from recommendations.models import Decision, Recommendation, RecommendationStatus
-from recommendations.queue import bulk_refusal, queue_counts_shift
+from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
+from recommendations.queue import bulk_refusal, queue_counts_forget, queue_counts_shift
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -92,6 +93,9 @@ def _allowed_statuses(actor: User, action: str) -> set[str]:
     allowed = {RecommendationStatus.PENDING}
     if has_capability(actor, "decide_escalated") and action != "escalate":
         allowed.add(RecommendationStatus.ESCALATED)
+    if action == "override":
+        # Automation is reversible: a manager may override what the system auto-approved.
+        allowed.add(RecommendationStatus.AUTO_APPROVED)
     return {str(s) for s in allowed}
 
 
@@ -318,3 +322,109 @@ def decision_bulk_approve(*, recommendation_ids: list[int], actor: User) -> Bulk
         result.approved.append(rec_id)
         result.decisions.append(decision)
     return result
+
+
+# What the system itself decides (governance: policy automation and deadlines).
+SYSTEM_ACTIONS: dict[str, str] = {
+    Decision.Action.AUTO_APPROVE: RecommendationStatus.AUTO_APPROVED,
+    Decision.Action.EXPIRE: RecommendationStatus.EXPIRED,
+    Decision.Action.ESCALATE: RecommendationStatus.ESCALATED,  # an SLA passed
+}
+SYSTEM_BATCH = 2000
+
+
+def decisions_record_system(
+    *,
+    recommendation_ids: Sequence[int],
+    action: str,
+    reason_code: str,
+    reason_text: str | Callable[[int], str],
+    from_statuses: Sequence[str] = OPEN_STATUSES,
+) -> list[int]:
+    """Decisions the system takes: auto-approve, expire, or escalate past an SLA.
+
+    The same records as a person's decision: a Decision (actor None, label "system") with what
+    the item showed, the status change and an audit row, in one transaction. Rows are locked
+    first, so an item someone decides meanwhile is skipped, never decided twice: only items
+    still in `from_statuses` change. `reason_text` may be a function of the item id. Returns
+    the ids that changed. Auto-approvals and expiries are not feedback labels (no person
+    stood behind them).
+    """
+    if action not in SYSTEM_ACTIONS:
+        raise DecisionInvalid(f"The system does not {action!r}: use {', '.join(SYSTEM_ACTIONS)}.")
+    new_status = str(SYSTEM_ACTIONS[action])
+    ids = list(dict.fromkeys(int(i) for i in recommendation_ids))
+    text_of = reason_text if callable(reason_text) else (lambda _pk, _t=reason_text: _t)
+    changed: list[int] = []
+    with transaction.atomic():
+        for start in range(0, len(ids), SYSTEM_BATCH):
+            rows = list(
+                Recommendation.objects.select_for_update(of=("self",))
+                .filter(pk__in=ids[start : start + SYSTEM_BATCH], status__in=[str(s) for s in from_statuses])
+                .order_by("pk")
+                .values(
+                    "pk", "status", "offer_id", "offer__code", "model_version_id", "probability", "p_low",
+                    "p_high", "expected_value", "shap_values", "member__pseudo_id",
+                )
+            )
+            if not rows:
+                continue
+            pks = [row["pk"] for row in rows]
+            now = timezone.now()
+            Recommendation.objects.filter(pk__in=pks).update(
+                status=new_status, decided_at=None if action == Decision.Action.ESCALATE else now
+            )
+            last = dict(
+                Decision.objects.filter(recommendation_id__in=pks)
+                .values("recommendation_id")
+                .annotate(m=Max("sequence"))
+                .values_list("recommendation_id", "m")
+            )
+            chosen = action == Decision.Action.AUTO_APPROVE
+            decisions = Decision.objects.bulk_create(
+                [
+                    Decision(
+                        recommendation_id=row["pk"],
+                        sequence=(last.get(row["pk"]) or 0) + 1,
+                        actor=None,
+                        actor_label="system",
+                        action=action,
+                        chosen_offer_id=row["offer_id"] if chosen else None,
+                        reason_code=reason_code,
+                        reason_text=text_of(row["pk"]),
+                        model_version_id=row["model_version_id"],
+                        shown_probability=row["probability"],
+                        shown_p_low=row["p_low"],
+                        shown_p_high=row["p_high"],
+                        shown_expected_value=row["expected_value"],
+                        shown_shap_values=bytes(row["shap_values"]),
+                        label_offer_code="",
+                        is_feedback=False,
+                    )
+                    for row in rows
+                ]
+            )
+            audit_log_many(
+                actor=None,
+                action=f"decision.{action}",
+                object_type="recommendation",
+                entries=[
+                    {
+                        "object_id": row["pk"],
+                        "member_pseudo_id": row["member__pseudo_id"],
+                        "old": {"status": row["status"]},
+                        "new": {
+                            "status": new_status,
+                            "decision_id": decision.pk,
+                            "chosen_offer": row["offer__code"] if chosen else None,
+                            "reason_code": reason_code or None,
+                            "compensates": None,
+                        },
+                    }
+                    for row, decision in zip(rows, decisions, strict=True)
+                ],
+            )
+            changed.extend(pks)
+        if changed:
+            transaction.on_commit(queue_counts_forget)
+    return changed

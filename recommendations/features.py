@@ -39,6 +39,9 @@ import pandas as pd
 from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS
 
 TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2, "platinum": 3}
+# The program's tier rules (loyalty.simulator uses the same): trailing 12-month spend that
+# qualifies for the next tier; platinum has none.
+TIER_NEXT_SPEND = {"bronze": 250.0, "silver": 550.0, "gold": 1100.0, "platinum": np.inf}
 NO_HISTORY_DAYS = 730.0  # "days since" value for a member with no such event on record
 DAY_NS = 86_400 * 10**9
 
@@ -84,6 +87,29 @@ FEATURE_SPEC: list[FeatureSpec] = [
     FeatureSpec("points_redeemed_365d", "redeemed {value:.0f} points in a year", 0, 200_000),
     FeatureSpec("feedback_count_365d", "gave feedback {value:.0f} times in a year", 0, 50),
     FeatureSpec("feedback_mean_365d", "average feedback score {value:.1f} (0 = none)", 0, 5),
+    FeatureSpec("last_feedback_score", "last feedback score {value:.0f} (0 = none)", 0, 5),
+    FeatureSpec("days_since_complaint", "last low score (1-2) {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("days_since_praise", "last high score (4-5) {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    FeatureSpec("sessions_365d", "visited {value:.0f} times in a year", 0, 2_000),
+    FeatureSpec("avg_session_minutes_90d", "average visit {value:.1f} minutes (90 days)", 0, 120),
+    FeatureSpec(
+        "session_trend_30_60",
+        "visits last 30 days vs the 60 before: {value:+.1f}/month",
+        -100, 100,
+    ),
+    FeatureSpec(
+        "session_length_trend",
+        "visit length last 30 days vs the 90 before: {value:+.2f} (log ratio)",
+        -5, 5,
+    ),
+    FeatureSpec("redemptions_365d", "redeemed points {value:.0f} times in a year", 0, 100),
+    FeatureSpec("points_earned_365d", "earned {value:.0f} points in a year", 0, 200_000),
+    FeatureSpec("redeemed_share_365d", "redeemed {value:.0%} of the points available in a year", 0, 1),
+    FeatureSpec(
+        "spend_to_next_tier",
+        "yearly spend is {value:.0%} of the next tier's threshold",
+        0, 10,
+    ),
     FeatureSpec("points_balance", "holds {value:.0f} points", 0, 500_000, actionable=True),
     FeatureSpec("tenure_days", "member for {value:.0f} days", 0, 10_000),
     FeatureSpec("tier_rank", "tier rank {value:.0f} (0 bronze .. 3 platinum)", 0, 3, actionable=True),
@@ -112,6 +138,16 @@ def _date_days_before(values: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
     """Days from a date column to as_of (NaN when missing)."""
     dates = pd.to_datetime(values, errors="coerce", utc=True)
     return ((as_of - dates).dt.total_seconds() / 86_400).to_numpy(dtype=float)
+
+
+def _latest_value(pos: np.ndarray, days: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per member position, the value of its most recent event (smallest days); 0 when none."""
+    out = np.zeros(n)
+    if len(pos):
+        order = np.lexsort((-days, pos))  # by member, latest last
+        last = np.r_[pos[order][1:] != pos[order][:-1], True]
+        out[pos[order][last]] = values[order][last]
+    return out
 
 
 def events_before(events: pd.DataFrame, as_of) -> pd.DataFrame:
@@ -171,7 +207,7 @@ def build_features(
 
     out: dict[str, np.ndarray] = {}
     purchase = kind == ENGAGEMENT_EVENT_KIND
-    within = {w: days <= w for w in (30, 60, 90, 180, 365)}
+    within = {w: days <= w for w in (30, 60, 90, 120, 180, 365)}
     scale = {w: w / min(w, recorded_days) for w in (30, 90, 180, 365)}
     for w in (30, 90, 180, 365):
         out[f"purchases_{w}d"] = count(purchase & within[w]) * scale[w]
@@ -204,11 +240,27 @@ def build_features(
     duration = ev["duration_seconds"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     out["session_minutes_90d"] = count(session & within[90], duration) / 60.0
     out["days_since_session"] = np.minimum(min_days(session), NO_HISTORY_DAYS)
+    out["sessions_365d"] = count(session & within[365]) * scale[365]
+    out["session_trend_30_60"] = out["sessions_30d"] - count(session & ~within[30] & within[90]) / 2.0
+    # Visit length follows engagement: mean log duration of the last 30 days minus that of the
+    # 90 days before (0 when either window has no visit).
+    log_dur = np.log(np.clip(duration, 1.0, None))
+    recent_n, older_n = count(session & within[30]), count(session & ~within[30] & within[120])
+    recent_mean = np.divide(count(session & within[30], log_dur), recent_n, out=np.zeros(n), where=recent_n > 0)
+    older_mean = np.divide(
+        count(session & ~within[30] & within[120], log_dur), older_n, out=np.zeros(n), where=older_n > 0
+    )
+    out["session_length_trend"] = np.where((recent_n > 0) & (older_n > 0), recent_mean - older_mean, 0.0)
+    out["avg_session_minutes_90d"] = np.divide(
+        out["session_minutes_90d"], out["sessions_90d"], out=np.zeros(n), where=out["sessions_90d"] > 0
+    )
 
     redemption = kind == "redemption"
     points = ev["points"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     out["redemptions_90d"] = count(redemption & within[90])
     out["points_redeemed_365d"] = count(redemption & within[365], np.abs(points)) * scale[365]
+    out["redemptions_365d"] = count(redemption & within[365]) * scale[365]
+    out["points_earned_365d"] = count(purchase & within[365], np.clip(points, 0, None)) * scale[365]
 
     score = ev["score"].to_numpy(dtype=float) if len(ev) else np.zeros(0)
     feedback = (kind == "feedback") & within[365] & ~np.isnan(score)
@@ -217,11 +269,27 @@ def build_features(
     out["feedback_mean_365d"] = np.divide(
         score_sum, out["feedback_count_365d"], out=np.zeros(n), where=out["feedback_count_365d"] > 0
     )
+    # A complaint or praise often marks the start of a decline or a recovery.
+    scored = (kind == "feedback") & ~np.isnan(score)
+    out["last_feedback_score"] = _latest_value(pos[scored], days[scored], score[scored], n)
+    out["days_since_complaint"] = np.minimum(min_days(scored & (score <= 2)), NO_HISTORY_DAYS)
+    out["days_since_praise"] = np.minimum(min_days(scored & (score >= 4)), NO_HISTORY_DAYS)
 
     out["points_balance"] = members["points_balance"].fillna(0).to_numpy(dtype=float)
     tenure = _date_days_before(members["joined_at"], as_of)
     out["tenure_days"] = np.clip(np.nan_to_num(tenure, nan=0.0), 0.0, None)
     out["tier_rank"] = members["tier"].map(TIER_RANK).fillna(0).to_numpy(dtype=float)
+    # Program rule: trailing 12-month spend that qualifies for the next tier (none above
+    # platinum). Members who joined less than a year ago are annualized over their tenure.
+    threshold = members["tier"].map(TIER_NEXT_SPEND).to_numpy(dtype=float)
+    yearly = out["spend_365d"] * 365.0 / np.clip(np.minimum(out["tenure_days"], 365.0), 30.0, None)
+    out["spend_to_next_tier"] = np.where(
+        np.isfinite(threshold), np.clip(yearly / np.where(np.isfinite(threshold), threshold, 1.0), 0, 10), 0.0
+    )
+    # Redemption habit: points redeemed in the year over the points there were to redeem
+    # (the balance a year ago plus what was earned = today's balance plus what was redeemed).
+    pool = np.clip(out["points_balance"], 0, None) + out["points_redeemed_365d"]
+    out["redeemed_share_365d"] = np.divide(out["points_redeemed_365d"], pool, out=np.zeros(n), where=pool > 0)
     birth_year = pd.to_numeric(members["birth_year"], errors="coerce").to_numpy(dtype=float)
     age = as_of.year - birth_year
     # Unknown age gets the middle of the sensible range, not 0 (which would look like a child).

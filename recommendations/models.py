@@ -40,6 +40,10 @@ class ModelVersion(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Input drift against the training data (population stability index over the features),
+    # written by the drift monitor; routing can send a drifting model's items to people.
+    drift_psi = models.FloatField(null=True, blank=True)
+    drift_flagged = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]

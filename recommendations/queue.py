@@ -157,6 +157,13 @@ def decidable_statuses(user: User) -> tuple[str, ...]:
     return ()
 
 
+def can_decide_status(user: User, status: str, allowed: tuple[str, ...] | set[str] | None = None) -> bool:
+    """Whether the user may act on an item in this status: their open statuses, plus an
+    override of what the system auto-approved (automation is reversible)."""
+    allowed = decidable_statuses(user) if allowed is None else allowed
+    return status in allowed or (bool(allowed) and status == RecommendationStatus.AUTO_APPROVED)
+
+
 def queue_statuses(*, user: User, filters: QueueFilters) -> tuple[str, ...]:
     """The statuses a page shows: the user's own work by default, or what the filters ask."""
     statuses: tuple[str, ...] = decidable_statuses(user) or tuple(OPEN_STATUSES)
@@ -343,7 +350,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
             rec=rec,
             drivers=recommendation_drivers(rec, names.get(rec.model_version_id, [])),
             age=age_label(rec.created_at, now),
-            can_decide=rec.status in allowed,
+            can_decide=can_decide_status(user, rec.status, allowed),
             bulk_eligible=rec.status in allowed and not bulk_refusal(rec),
             reasons=reason_texts(rec.route_reasons),
         )
@@ -382,6 +389,11 @@ def queue_status_counts() -> dict[str, int]:
         counts[row["status"]] = row["n"]
     cache.set_many({_count_key(s): n for s, n in counts.items()}, settings.QUEUE_COUNTS_CACHE_SECONDS)
     return counts
+
+
+def queue_counts_forget() -> None:
+    """Drop the cached counts after the system changed many items at once; the next read recounts."""
+    cache.delete_many([_count_key(s) for s in RecommendationStatus.values])
 
 
 def queue_counts_shift(old_status: str, new_status: str) -> None:

@@ -25,12 +25,14 @@ import numpy as np
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from governance.audit import audit_log
+from governance.services import auto_approvals_record
 from loyalty.models import Member, Offer
 from recommendations.models import (
+    Decision,
     ModelVersion,
     Recommendation,
     RecommendationStatus,
@@ -90,15 +92,28 @@ def recommendation_priority(
     return np.asarray(offer_cost, np.float64) + value * churn + value * width
 
 
-def recommendation_route(*, offer_code: str | None, high_stakes: bool) -> tuple[str, list[str]]:
-    """Who must look at a recommendation: "senior" for high-stakes offers, else "review".
+def recommendation_route(
+    *,
+    run: ScoringRun,
+    member_ids: Any,
+    offers: list[Offer | None],
+    batch: Any,
+) -> Any:
+    """Who must look at each recommendation of a chunk: governance.routing under the
+    escalation policy in force. Returns a governance.routing.RoutingResult (route
+    "auto" | "review" | "senior" and human-readable reasons per item)."""
+    from governance.services import routes_for_scoring
 
-    Governance replaces this with admin-configured escalation policies; until then nothing is
-    automated: every recommendation is seen by a manager, high-stakes ones by a senior manager.
-    """
-    if offer_code and high_stakes:
-        return "senior", [f"Offer {offer_code} is marked high-stakes: a senior manager decides."]
-    return "review", []
+    return routes_for_scoring(
+        run_id=run.pk,
+        model_version=run.model_version,
+        member_ids=[int(m) for m in member_ids],
+        offers=offers,
+        probability=np.asarray(batch.probability, np.float64),
+        p_low=np.asarray(batch.p_low, np.float64),
+        p_high=np.asarray(batch.p_high, np.float64),
+        expected_value=np.asarray(batch.expected_value, np.float64),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +356,8 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
 
     with transaction.atomic():
         Recommendation.objects.bulk_create(recommendations, batch_size=1000, ignore_conflicts=True)
+        # Items the policy automates are auto-approved by the system, in this transaction.
+        auto_approvals_record(run_id=run.pk, member_pk_from=chunk.member_pk_from, member_pk_to=chunk.member_pk_to)
         # What this run holds for the range is the truth, whoever inserted it.
         written = Recommendation.objects.filter(
             run_id=run.pk, member_id__gte=chunk.member_pk_from, member_id__lte=chunk.member_pk_to
@@ -397,13 +414,12 @@ def _recommendations_build(
     alternatives = np.asarray(batch.alternatives, dtype=np.float64)
     codes = [offer.code for offer in offers]
     policy = model.offer_policy
+    chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
+    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
     rows = []
     for i, member_pk in enumerate(features.index):
-        chosen = offers[offer_index[i]] if offer_index[i] >= 0 else None
-        route, reasons = recommendation_route(
-            offer_code=chosen.code if chosen else None,
-            high_stakes=bool(chosen and chosen.high_stakes),
-        )
+        chosen = chosen_offers[i]
+        route, reasons = routing.route_of(i)
         rows.append(
             Recommendation(
                 run_id=run.pk,
@@ -428,9 +444,17 @@ def _recommendations_build(
                 priority=float(priority[i]),
                 route=route,
                 route_reasons=reasons,
+                status=RecommendationStatus.ESCALATED if route == "senior" else RecommendationStatus.PENDING,
             )
         )
     return rows
+
+
+def _undecided_open() -> Q:
+    """Pending items, and items escalated by routing rather than by a person (no decision)."""
+    return Q(status=RecommendationStatus.PENDING) | (
+        Q(status=RecommendationStatus.ESCALATED) & ~Q(Exists(Decision.objects.filter(recommendation=OuterRef("pk"))))
+    )
 
 
 def _run_finish_if_complete(run_id: int) -> bool:
@@ -450,14 +474,14 @@ def _run_finish_if_complete(run_id: int) -> bool:
     # Older undecided items of the re-scored members leave the queue. Decided items
     # (approved, overridden, escalated, ...) are never touched.
     superseded = Recommendation.objects.filter(
-        status=RecommendationStatus.PENDING, run_id__lt=run_id, member_id__in=run_members
+        _undecided_open(), run_id__lt=run_id, member_id__in=run_members
     ).update(status=RecommendationStatus.SUPERSEDED)
     # A later run that already succeeded wins over this one for the members both scored.
     newer = Recommendation.objects.filter(
         run_id__gt=run_id, run__status=ScoringRun.Status.SUCCEEDED
     ).values("member_id")
     superseded += Recommendation.objects.filter(
-        run_id=run_id, status=RecommendationStatus.PENDING, member_id__in=newer
+        _undecided_open(), run_id=run_id, member_id__in=newer
     ).update(status=RecommendationStatus.SUPERSEDED)
     logger.info("scoring run %s succeeded; %s older recommendations superseded", run_id, superseded)
     return True

@@ -27,6 +27,7 @@ from recommendations.models import Decision, Recommendation
 from recommendations.queue import (
     InvalidCursor,
     QueueFilters,
+    can_decide_status,
     decidable_statuses,
     decision_history,
     feature_names,
@@ -131,7 +132,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alternatives": sorted(rec.alternatives or [], key=lambda a: -float(a.get("ev", 0.0))),
         "metrics": metrics,
         "decisions": decision_history(recommendation_id=rec.pk),
-        "can_decide": rec.status in decidable_statuses(request.user),
+        "can_decide": can_decide_status(request.user, rec.status),
         "shap_chart": charts.figure_json(
             charts.shap_waterfall_figure(labels=names[:n], shap_values=shap[:n].tolist(), base_value=rec.shap_base)
         ),

@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_manage(env_overrides: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    # The browser tests allow async-unsafe calls in this process; production never would.
+    dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -22,6 +24,7 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "x" * 20 + "production-secret-key-with-enough-entropy-1234567890",
             "DJANGO_ALLOWED_HOSTS": "desk.example.com",
+            "LOYALTY_PII_KEYS": "Vh0yyrFUSzrxh9mUFm5Yu3BoVEKRGEvx-zj9RAPcCx8=",
             "LOYALTY_DATA_DIR": str(tmp_path),
         },
         "check", "--deploy", "--fail-level", "WARNING",

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('loyalty', '0002_offer_code_alphabet'),
-        ('recommendations', '0003_merge_20261126_1239'),
+        ('recommendations', '0005_governance_drift'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

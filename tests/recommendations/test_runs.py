@@ -22,7 +22,6 @@ from recommendations.runs import (
     ScoringError,
     chunk_score,
     recommendation_priority,
-    recommendation_route,
     run_resume,
     run_start,
 )
@@ -97,9 +96,12 @@ def test_recommendation_content(scored_setup) -> None:
         if rec.offer_id:
             best = next(alt for alt in rec.alternatives if alt["code"] == rec.offer.code)
             assert best["ev"] == pytest.approx(rec.expected_value, rel=1e-5, abs=1e-6)
+        # The built-in policy (pilot, no saved version): a person sees everything, a senior
+        # manager decides high-stakes offers; every item says why it was routed where it is.
         assert rec.route == ("senior" if rec.offer_id and stakes[rec.offer.code] else "review")
-        assert bool(rec.route_reasons) == (rec.route == "senior")
-        assert rec.status == RecommendationStatus.PENDING
+        assert rec.route_reasons and all(reason["text"] for reason in rec.route_reasons)
+        expected_status = RecommendationStatus.ESCALATED if rec.route == "senior" else RecommendationStatus.PENDING
+        assert rec.status == expected_status
         assert rec.as_of == program.as_of and rec.model_version_id == model.pk
         assert rec.priority >= (float(rec.offer.cost) if rec.offer_id else 0.0)
     # The spend feature is the member value in the priority: recompute it for one row.
@@ -129,11 +131,30 @@ def test_priority_orders_by_cost_of_a_wrong_decision() -> None:
     assert vector.shape == (2,) and vector[1] > vector[0]
 
 
-def test_route_sends_high_stakes_offers_to_a_senior_manager() -> None:
-    assert recommendation_route(offer_code="CALL", high_stakes=True)[0] == "senior"
-    assert "CALL" in recommendation_route(offer_code="CALL", high_stakes=True)[1][0]
-    assert recommendation_route(offer_code="B500", high_stakes=False) == ("review", [])
-    assert recommendation_route(offer_code=None, high_stakes=False) == ("review", [])
+def test_scoring_routes_with_the_policy_in_force_and_auto_approves_as_the_system(scored_setup) -> None:
+    from governance.routing import sample_fraction
+    from governance.selectors import item_key
+    from governance.services import policy_save
+
+    program, model = scored_setup
+    policy_save(
+        actor=None, phase="expanded", sample_rate=0.3, limited_max_offer_cost=10, sla_review_hours=48,
+        stale_after_hours=240, rules={"probability": {"enabled": False, "route": "review"},
+                                      "uncertainty": {"enabled": False, "route": "review"}},
+    )
+    run = _run(program)
+    recs = list(Recommendation.objects.filter(run=run).select_related("offer"))
+    by_status = {s: [r for r in recs if r.status == s] for s in RecommendationStatus.values}
+    assert by_status["auto_approved"] and by_status["pending"] and by_status["escalated"]
+    for rec in by_status["auto_approved"]:
+        assert rec.route == "auto" and not (rec.offer_id and rec.offer.high_stakes)
+        assert sample_fraction(item_key(run.pk, rec.member_id)) >= 0.3
+    assert all(r.offer_id and r.offer.high_stakes for r in by_status["escalated"])
+    spot = [r for r in by_status["pending"] if r.route_reasons[-1]["code"] == "spot_check"]
+    assert spot and all(r.route_reasons[-1]["text"].startswith("spot check sample") for r in spot)
+    decisions = Decision.objects.filter(recommendation__run=run)
+    assert decisions.count() == len(by_status["auto_approved"])
+    assert set(decisions.values_list("action", "actor_label", "actor")) == {("auto_approve", "system", None)}
 
 
 def test_second_run_supersedes_pending_but_never_touches_decided(scored_setup) -> None:
@@ -149,6 +170,14 @@ def test_second_run_supersedes_pending_but_never_touches_decided(scored_setup) -
     )
     Recommendation.objects.filter(pk=decided.pk).update(status=RecommendationStatus.APPROVED)
     escalated = Recommendation.objects.filter(run=first).order_by("id")[1]
+    # A person escalated it: a decided item (routing-escalated items without a decision are
+    # superseded like pending ones).
+    Decision.objects.create(
+        recommendation=escalated, sequence=1, action=Decision.Action.ESCALATE, actor_label="manager",
+        model_version=model, shown_probability=escalated.probability, shown_p_low=escalated.p_low,
+        shown_p_high=escalated.p_high, shown_expected_value=escalated.expected_value,
+        shown_shap_values=escalated.shap_values,
+    )
     Recommendation.objects.filter(pk=escalated.pk).update(status=RecommendationStatus.ESCALATED)
     before = {
         r.pk: (r.status, r.probability, r.priority, r.offer_id, bytes(r.shap_values))
@@ -159,7 +188,9 @@ def test_second_run_supersedes_pending_but_never_touches_decided(scored_setup) -
 
     assert second.status == ScoringRun.Status.SUCCEEDED
     assert Recommendation.objects.filter(run=second).count() == len(consenting_pks())
-    assert not Recommendation.objects.filter(run=second).exclude(status=RecommendationStatus.PENDING).exists()
+    assert not Recommendation.objects.filter(run=second).exclude(
+        status__in=[RecommendationStatus.PENDING, RecommendationStatus.ESCALATED]
+    ).exists()
     first_statuses = dict(
         Recommendation.objects.filter(run=first).values_list("pk", "status")
     )
@@ -172,9 +203,10 @@ def test_second_run_supersedes_pending_but_never_touches_decided(scored_setup) -
     }
     assert after == before
     assert decided.decisions.count() == 1
-    # The re-scored member has a fresh pending item in the new run.
+    # The re-scored member has a fresh open item in the new run.
     assert Recommendation.objects.filter(
-        run=second, member_id=decided.member_id, status=RecommendationStatus.PENDING
+        run=second, member_id=decided.member_id,
+        status__in=[RecommendationStatus.PENDING, RecommendationStatus.ESCALATED],
     ).exists()
 
 

@@ -58,4 +58,4 @@ def test_training_ignores_events_after_as_of(frames, trained):
     _, again = train_bundle(
         members=members, events=pd.concat([events, late]), offers=OFFERS, as_of=AS_OF, horizon_days=60
     )
-    assert again["auc"] == trained[1]["auc"]
+    assert again["auc"] == pytest.approx(trained[1]["auc"], abs=1e-9)  # float summation order only
