@@ -132,9 +132,9 @@ class WhatIfAPI(APIView):
                     member=member, model_version=version, changes=data["changes"], as_of=data.get("as_of"),
                     recourse=data["recourse"],
                 )
+                # Audit rows name members by pseudonym only.
                 audit_log(actor=request.user, action="member.view", object_type="whatif",
-                          object_id=member.member_id, member_pseudo_id=member.pseudo_id,
-                          ip=request.META.get("REMOTE_ADDR"))
+                          member_pseudo_id=member.pseudo_id, ip=request.META.get("REMOTE_ADDR"))
             else:
                 result = whatif_evaluate(model_version=version, base_features=data["features"],
                                          changes=data["changes"], recourse=data["recourse"])

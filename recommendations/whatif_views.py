@@ -116,7 +116,7 @@ def member_page(request: HttpRequest, member_id: str) -> HttpResponse:
         messages.error(request, exc.message)
         return HttpResponseRedirect(reverse("whatif-home"))
     audit_log(
-        actor=request.user, action="member.view", object_type="whatif", object_id=member.member_id,
+        actor=request.user, action="member.view", object_type="whatif",
         member_pseudo_id=member.pseudo_id, ip=request.META.get("REMOTE_ADDR"),
     )
     names = result["feature_names"]
