@@ -342,6 +342,12 @@ def _chain(out: dict, base: dict, chain: tuple[str, ...], changed: set[str]) -> 
 # ---------------------------------------------------------------- model and member
 
 
+def model_feature_names(model_version: ModelVersion) -> list[str]:
+    """The model's features as recorded with it (no artifact load): enough to validate input."""
+    names = [f["name"] for f in (model_version.feature_schema or {}).get("features", [])]
+    return names or list(bundle_for(model_version).feature_names)
+
+
 def bundle_for(model_version: ModelVersion) -> ModelBundle:
     return bundle_load(model_version.pk, model_version.artifact_path, model_version.sha256)
 

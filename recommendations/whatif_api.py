@@ -14,9 +14,9 @@ from recommendations.api import ERRORS, can
 from recommendations.models import Scenario
 from recommendations.whatif import (
     WhatIfError,
-    bundle_for,
     member_for_whatif,
     member_whatif_evaluate,
+    model_feature_names,
     model_version_for_whatif,
     scenario_get,
     segment_scenario_start,
@@ -189,7 +189,7 @@ class SegmentScenarioAPI(APIView):
         data = body.validated_data
         try:
             version = model_version_for_whatif(data.get("model_version"))
-            spec = segment_spec_validate(data, feature_names=bundle_for(version).feature_names)
+            spec = segment_spec_validate(data, feature_names=model_feature_names(version))
             scenario = segment_scenario_start(actor=request.user, name=data.get("name", ""), spec=spec,
                                               model_version=version)
         except WhatIfError as exc:

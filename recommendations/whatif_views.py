@@ -26,13 +26,13 @@ from recommendations.queue import RISK_BANDS
 from recommendations.selectors import offer_terms_list
 from recommendations.whatif import (
     WhatIfError,
-    bundle_for,
     feature_controls,
     member_as_of,
     member_base_features,
     member_for_whatif,
     member_scenario_save,
     member_whatif_evaluate,
+    model_feature_names,
     model_version_for_whatif,
     scenario_get,
     scenarios_list,
@@ -207,7 +207,7 @@ def segment_start(request: HttpRequest) -> HttpResponse:
     data["offer_costs"] = {code: cost} if code and cost != "" else {}
     try:
         version = model_version_for_whatif(_model_id(request.POST.get("model_version")))
-        spec = segment_spec_validate(data, feature_names=bundle_for(version).feature_names)
+        spec = segment_spec_validate(data, feature_names=model_feature_names(version))
         scenario = segment_scenario_start(actor=request.user, name=request.POST.get("name", ""), spec=spec,
                                           model_version=version)
     except WhatIfError as exc:
