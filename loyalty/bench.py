@@ -343,6 +343,9 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
         with _timed(results, "queue_pad_s", log):
             _pad_recommendations(run_id, options.queue_rows)
     _desk_latency(results, samples=options.latency_samples)
+    from recommendations.whatif import whatif_latency
+
+    results.update(whatif_latency(model_version=model, samples=options.latency_samples, seed=options.seed))
     return results
 
 
@@ -440,6 +443,8 @@ LABELS = [
     ("queue_page_p95_ms", "queue page p95", "ms"),
     ("decision_p50_ms", "decision p50", "ms"),
     ("decision_p95_ms", "decision p95", "ms"),
+    ("whatif_p50_ms", "what-if recompute p50 (score + SHAP + recourse)", "ms"),
+    ("whatif_p95_ms", "what-if recompute p95 (score + SHAP + recourse)", "ms"),
     ("workers", "worker processes", ""),
     ("simulate_s", "simulate", "s"),
     ("db_load_s", "load into database", "s"),

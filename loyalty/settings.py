@@ -241,6 +241,8 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": float(os.environ.get("GOVERNANCE_DEADLINES_EVERY_SECONDS", 15 * 60)),
     },
 }
+# What-if segment scenarios live outside recommendations/tasks.py (a separate module).
+CELERY_IMPORTS = ("recommendations.whatif_tasks",)
 
 CACHES = {
     "default": (

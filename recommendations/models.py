@@ -217,3 +217,48 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} on recommendation {self.recommendation_id} by {self.actor_label}"
+
+
+class Scenario(models.Model):
+    """A saved what-if: one member's edits, or a change applied to a whole segment.
+
+    Inputs and the model version are recorded so the scenario can be re-run and shared by
+    URL; segment scenarios run as a Celery task and report progress here. No PII is stored:
+    inputs are feature edits and filters; results are aggregates or scores.
+    """
+
+    class Kind(models.TextChoices):
+        MEMBER = "member"
+        SEGMENT = "segment"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    as_of = models.DateField(help_text="Features use events strictly before this date")
+    # member: {"changes": {feature: value}}; segment: {"filters", "change", "offer_costs"}
+    inputs = models.JSONField(default=dict)
+    result = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    progress = models.FloatField(default=0.0, help_text="0..1")
+    members_total = models.PositiveIntegerField(default=0)
+    members_done = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"scenario {self.pk} ({self.kind}, {self.status})"

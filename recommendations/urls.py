@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from recommendations import api, monitoring_views, views
+from recommendations import api, monitoring_views, views, whatif_api, whatif_views
 
 urlpatterns = [
     path("", views.queue, name="home"),
@@ -16,6 +16,15 @@ urlpatterns = [
     path("models/<int:pk>/tradeoff/", monitoring_views.fairness_tradeoff_request, name="models-tradeoff"),
     path("models/<int:pk>/drift/", monitoring_views.drift_check_request, name="models-drift"),
     path("models/alerts/<int:pk>/close/", monitoring_views.fairness_alert_close_view, name="models-alert-close"),
+    # What-if (recommendations.whatif_views)
+    path("whatif/", whatif_views.home, name="whatif-home"),
+    path("whatif/member/<str:member_id>/", whatif_views.member_page, name="whatif-member"),
+    path("whatif/member/<str:member_id>/evaluate/", whatif_views.member_evaluate, name="whatif-evaluate"),
+    path("whatif/member/<str:member_id>/save/", whatif_views.member_save, name="whatif-save"),
+    path("whatif/segments/", whatif_views.segment_start, name="whatif-segment-start"),
+    path("whatif/scenarios/<int:pk>/", whatif_views.scenario_page, name="whatif-scenario"),
+    path("whatif/scenarios/<int:pk>/status/", whatif_views.scenario_status, name="whatif-scenario-status"),
+    path("whatif/compare/", whatif_views.compare, name="whatif-compare"),
 ]
 
 api_urlpatterns = [
@@ -28,4 +37,7 @@ api_urlpatterns = [
     path("runs/<int:pk>/", api.RunDetailAPI.as_view(), name="api-run"),
     path("models/", api.ModelListAPI.as_view(), name="api-models"),
     path("models/<int:pk>/", api.ModelDetailAPI.as_view(), name="api-model"),
+    path("whatif/", whatif_api.WhatIfAPI.as_view(), name="api-whatif"),
+    path("whatif/segments/", whatif_api.SegmentScenarioAPI.as_view(), name="api-whatif-segments"),
+    path("whatif/scenarios/<int:pk>/", whatif_api.ScenarioAPI.as_view(), name="api-whatif-scenario"),
 ]

@@ -44,6 +44,8 @@ class Call:
 
 REC = lambda o: {"pk": o["rec"]}  # noqa: E731 - table entries read better inline
 OFFER = lambda o: {"code": o["offer"]}  # noqa: E731
+NOBODY_MEMBER = lambda o: {"member_id": "NOBODY"}  # noqa: E731
+NO_SCENARIO = lambda o: {"pk": 0}  # noqa: E731
 
 RULES: dict[str, list[Call]] = {
     "home": [Call("get", cap("view_queue"))],
@@ -93,6 +95,19 @@ RULES: dict[str, list[Call]] = {
     "models-tradeoff": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
     "models-drift": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
     "models-alert-close": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    # What-if: managers, seniors and admins. Unknown members and scenarios, and empty bodies,
+    # answer 404/400 (or a redirect with a message) to those allowed: nothing is scored or saved.
+    "whatif-home": [Call("get", cap("run_whatif"))],
+    "whatif-member": [Call("get", cap("run_whatif"), NOBODY_MEMBER)],
+    "whatif-evaluate": [Call("post", cap("run_whatif"), NOBODY_MEMBER, {"changes": {}}, json=True)],
+    "whatif-save": [Call("post", cap("run_whatif"), NOBODY_MEMBER)],
+    "whatif-segment-start": [Call("post", cap("run_whatif"))],
+    "whatif-scenario": [Call("get", cap("run_whatif"), NO_SCENARIO)],
+    "whatif-scenario-status": [Call("get", cap("run_whatif"), NO_SCENARIO)],
+    "whatif-compare": [Call("get", cap("run_whatif"))],
+    "api-whatif": [Call("post", cap("run_whatif"), data={}, json=True)],
+    "api-whatif-segments": [Call("post", cap("run_whatif"), data={}, json=True)],
+    "api-whatif-scenario": [Call("get", cap("run_whatif"), NO_SCENARIO)],
     "api-schema": [Call("get", SIGNED_IN)],
     "api-docs": [Call("get", SIGNED_IN)],
     # Django's admin site is one unit, gated by is_staff (no role grants it): its index stands
