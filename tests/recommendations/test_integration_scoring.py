@@ -70,7 +70,8 @@ def _assert_complete(run: ScoringRun) -> None:
 def test_real_worker_scores_every_consenting_member_once(program, celery_worker_process) -> None:
     started = time.perf_counter()
     run = run_start(as_of=program.as_of, chunk_size=CHUNK)
-    assert run.status == ScoringRun.Status.PENDING  # queued for the worker, not run here
+    # The worker ids checked below prove the chunks ran in the worker, not here; the run's
+    # status right after run_start is a race with that worker, so it is not asserted.
     run = _finished(run.pk)
     elapsed = time.perf_counter() - started
 
