@@ -181,6 +181,7 @@ def _response_logits(
     tier: np.ndarray,
     basket: np.ndarray,
     rho: np.ndarray,
+    redemptions365: np.ndarray,
     base_value: np.ndarray,
     eng: np.ndarray,
     decline: np.ndarray,
@@ -191,11 +192,14 @@ def _response_logits(
     """True response logits, one column per offer in OFFERS order (B500, D10, TIERUP, CALL).
 
     Every input except `taste` leaves traces in the recorded history: tier, basket size,
-    redemption frequency, spend level and its recent change, points balance.
+    redemptions of the past year (themselves events), spend level and its recent change,
+    points balance.
     """
     eng = np.clip(eng, -3.0, 1.5)
     alive = 0.35 * eng  # churned members ignore everything
-    b500 = -3.4 + 4.0 * rho + 0.5 * np.log1p(balance / 500.0) + alive
+    # Bonus points appeal to members who actually use their points: the redemptions of the
+    # past year (recorded events), the underlying habit and the balance they could top up.
+    b500 = -3.6 + 1.4 * np.log1p(redemptions365) + 1.5 * rho + 0.5 * np.log1p(balance / 500.0) + alive
     d10 = (
         -2.3
         + np.array([1.1, 0.5, -0.4, -1.2])[tier]
@@ -225,9 +229,11 @@ OU_PHI, OU_SHOCK_SD, OU_START_SD = 0.97, 0.11, 0.45
 # duration follow engagement: the app is where a change of engagement shows first.
 SESSION_RATIO, SESSION_SPREAD, SESSION_ENGAGEMENT = 1.8, 0.2, 1.0
 DURATION_ENGAGEMENT, DURATION_SD = 1.0, 0.3
-# Redemption: daily hazard rho * REDEEM_HAZARD * min(balance / 750, 3) * activity; rewards of
-# 1000, 500 or (small rewards, from REDEEM_SMALL points on) REDEEM_SMALL points.
-REDEEM_HAZARD, REDEEM_SMALL, REDEEM_FLOOR = 0.05, 500, 0.0
+# Redemption: daily hazard rho * REDEEM_HAZARD * min(balance / REDEEM_SCALE, 3) * activity;
+# rewards of 1000, 500 or (small rewards, from REDEEM_SMALL points on) REDEEM_SMALL points.
+# Small rewards from 100 points make the habit (rho) show as redemption events, ~2 a member
+# a year, instead of ~0.5 when only 500-point rewards existed.
+REDEEM_HAZARD, REDEEM_SMALL, REDEEM_FLOOR, REDEEM_SCALE = 0.08, 100, 0.0, 300.0
 # Offers sent per member in the randomized campaigns (uniform between the two) and the mean
 # daily rate of spontaneous feedback.
 EXPOSURES = (2, 5)
@@ -425,13 +431,15 @@ def _simulate_block(
     act = np.minimum(np.exp(r), 2.0)
     for day in range(days):
         balance += earned[:, day]
-        hazard = attrs["rho"] * REDEEM_HAZARD * np.clip(balance / 750.0, REDEEM_FLOOR, 3.0) * act[:, day]
+        hazard = attrs["rho"] * REDEEM_HAZARD * np.clip(balance / REDEEM_SCALE, REDEEM_FLOOR, 3.0) * act[:, day]
         go = alive[:, day] & (balance >= REDEEM_SMALL) & (u[:, day] < hazard)
         pts = np.where(big[:, day] & (balance >= 2000), 1000, np.where(balance >= 500, 500, REDEEM_SMALL)) * go
         balance -= pts
         redeemed[:, day] = pts
         bal_end[:, day] = balance
     del u, big, act, earned
+    # Redemption events up to the end of each day (the B500 response reads the past year's).
+    cum_red = np.concatenate([np.zeros((n, 1)), np.cumsum(redeemed > 0, axis=1)], axis=1)
     rm, rd = np.nonzero(redeemed)
     r_points = -redeemed[rm, rd]
     r_sec = rd * _DAY + rng.integers(7 * 3600, 22 * 3600, len(rm))
@@ -509,6 +517,7 @@ def _simulate_block(
             "tier": tier[rows],
             "basket": attrs["basket"][rows],
             "rho": attrs["rho"][rows],
+            "redemptions365": (cum_red[rows, at] - cum_red[rows, start]) * 365.0 / window,
             "base_value": attrs["lambda0"][rows] * 365 * attrs["basket"][rows],
             "eng": r[rows, np.minimum(at, days - 1)],
             "decline": r[rows, np.minimum(at, days - 1)] - r[rows, np.maximum(at - 60, 0)],
