@@ -416,10 +416,17 @@ def _recommendations_build(
     policy = model.offer_policy
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
     routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
+    # Members of the randomized holdout are recorded but never routed to anyone or offered.
+    from recommendations.learning import HOLDOUT_REASON, holdout_member_pks
+
+    in_holdout = holdout_member_pks(member_pks=[int(pk) for pk in features.index])
     rows = []
     for i, member_pk in enumerate(features.index):
         chosen = chosen_offers[i]
         route, reasons = routing.route_of(i)
+        holdout = int(member_pk) in in_holdout
+        if holdout:
+            route, reasons = "holdout", [HOLDOUT_REASON]
         rows.append(
             Recommendation(
                 run_id=run.pk,
@@ -444,7 +451,10 @@ def _recommendations_build(
                 priority=float(priority[i]),
                 route=route,
                 route_reasons=reasons,
-                status=RecommendationStatus.ESCALATED if route == "senior" else RecommendationStatus.PENDING,
+                status=RecommendationStatus.HOLDOUT if holdout else (
+                    RecommendationStatus.ESCALATED if route == "senior" else RecommendationStatus.PENDING
+                ),
+                holdout=holdout,
             )
         )
     return rows

@@ -71,11 +71,14 @@ def feature_schema(features: pd.DataFrame) -> dict:
 
 
 def model_version_train(
-    *, as_of: date, horizon_days: int, algorithm: str = "hgb", actor=None, seed: int = 0
+    *, as_of: date, horizon_days: int, algorithm: str = "hgb", actor=None, seed: int = 0,
+    labeled_examples: pd.DataFrame | None = None, feedback_summary: dict | None = None,
 ) -> ModelVersion:
     """Train on the data before ``as_of``, store the artifact, record the ModelVersion.
 
     The first model ever trained becomes champion; later ones are candidates until promoted.
+    ``labeled_examples``: decision feedback and realized outcomes (recommendations.learning),
+    passed to train_bundle; ``feedback_summary`` is stored in params["feedback"].
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
@@ -92,7 +95,7 @@ def model_version_train(
     offers = offer_terms_list(active_only=False)
     bundle, metrics = train_bundle(
         members=members, events=events, offers=offers, as_of=pd.Timestamp(as_of, tz="UTC"),
-        horizon_days=horizon_days, algorithm=algorithm, seed=seed,
+        horizon_days=horizon_days, algorithm=algorithm, seed=seed, labeled_examples=labeled_examples,
     )
     path, sha = bundle_save(bundle, settings.ARTIFACT_DIR)
     train_features = build_features(members, events, pd.Timestamp(t0, tz="UTC"))
@@ -102,6 +105,7 @@ def model_version_train(
         "default_policy": bundle.default_policy_params,
         "seed": seed,
         "offer_codes": bundle.offer_codes,
+        "feedback": feedback_summary or {},
     }
     with transaction.atomic():
         has_champion = ModelVersion.objects.select_for_update().filter(

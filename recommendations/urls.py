@@ -20,6 +20,11 @@ api_urlpatterns = [
     path("decisions/<int:pk>/undo/", api.UndoAPI.as_view(), name="api-decision-undo"),
     path("runs/", api.RunListAPI.as_view(), name="api-runs"),
     path("runs/<int:pk>/", api.RunDetailAPI.as_view(), name="api-run"),
+    path("runs/<int:pk>/outcomes/", api.RunOutcomesAPI.as_view(), name="api-run-outcomes"),
     path("models/", api.ModelListAPI.as_view(), name="api-models"),
+    path("models/retrain/", api.ModelRetrainAPI.as_view(), name="api-models-retrain"),
+    path("models/learning-settings/", api.LearningSettingsAPI.as_view(), name="api-learning-settings"),
+    path("models/<int:pk>/promote/", api.ModelPromoteAPI.as_view(), name="api-model-promote"),
+    path("models/<int:pk>/rollback/", api.ModelRollbackAPI.as_view(), name="api-model-rollback"),
     path("models/<int:pk>/", api.ModelDetailAPI.as_view(), name="api-model"),
 ]
