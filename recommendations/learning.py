@@ -293,20 +293,39 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
 # ------------------------------------------------------------------------------ evaluation
 
 
-def _fairness(y: np.ndarray, pred: np.ndarray, groups: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+# Groups smaller than this are left out of the fairness differences: on a few dozen rows a
+# difference is noise, and a gate on noise rejects good challengers at random.
+FAIRNESS_MIN_GROUP = 50
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def fairness_differences(y: np.ndarray, pred: np.ndarray, groups: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Per column of ``groups``: fairlearn's demographic parity and equalized odds differences
+    of the 0/1 decisions ``pred`` against labels ``y``, over groups of at least
+    FAIRNESS_MIN_GROUP rows. ``dp_excess`` is the parity difference the model adds beyond
+    the labels' own (|DP(pred) - DP(y)|): where base rates differ between groups, a more
+    accurate model has a LARGER parity difference, so the gate uses the excess."""
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
     out: dict[str, dict[str, float | None]] = {}
     for column in groups.columns:
         sensitive = groups[column].fillna("").astype(str).to_numpy()
-        if len(np.unique(sensitive)) < 2:
+        values, counts = np.unique(sensitive, return_counts=True)
+        keep = np.isin(sensitive, values[counts >= FAIRNESS_MIN_GROUP])
+        if len(values[counts >= FAIRNESS_MIN_GROUP]) < 2:
             continue
+        ys, ps, ss = y[keep], pred[keep], sensitive[keep]
         with np.errstate(all="ignore"):
-            dp = float(demographic_parity_difference(y, pred, sensitive_features=sensitive))
-            eo = float(equalized_odds_difference(y, pred, sensitive_features=sensitive))
+            dp = demographic_parity_difference(ys, ps, sensitive_features=ss)
+            dp_labels = demographic_parity_difference(ys, ys, sensitive_features=ss)
+            eo = equalized_odds_difference(ys, ps, sensitive_features=ss)
         out[column] = {
-            "dp_difference": dp if np.isfinite(dp) else None,
-            "eo_difference": eo if np.isfinite(eo) else None,
+            "dp_difference": _finite(dp),
+            "dp_excess": _finite(abs(dp - dp_labels)),
+            "eo_difference": _finite(eo),
         }
     return out
 
@@ -334,9 +353,15 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
             "n": int(len(y)),
             "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
             "brier": float(brier_score_loss(y, p)),
-            "coverage": float(interval_coverage_binned(y, p, scored.p_low, scored.p_high)),
-            "fairness": _fairness(y, (p >= 0.5).astype(int), groups[eng].reset_index(drop=True)),
+            "fairness": fairness_differences(y, (p >= 0.5).astype(int), groups[eng].reset_index(drop=True)),
         })
+        # The interval is a range for the member's true probability: checkable against
+        # realized outcomes (draws of it), not against a manager's yes/no judgement.
+        realized = (rows["source"] == "outcome").to_numpy() if "source" in rows else np.ones(len(rows), bool)
+        out["coverage_n"] = int(realized.sum())
+        out["coverage"] = float(
+            interval_coverage_binned(y[realized], p[realized], scored.p_low[realized], scored.p_high[realized])
+        ) if realized.sum() >= 100 else None
     labeled = examples["label_offer_code"].notna().to_numpy() if "label_offer_code" in examples else np.zeros(0, bool)
     if labeled.any():
         rows = examples[labeled].drop_duplicates("recommendation_id")
@@ -416,7 +441,7 @@ def gate_check(comparison: dict[str, Any], settings_row: LearningSettings) -> tu
             )
     for column, metrics in (ch.get("fairness") or {}).items():
         base = (cp.get("fairness") or {}).get(column, {})
-        for metric in ("dp_difference", "eo_difference"):
+        for metric in ("dp_excess", "eo_difference"):
             a, b = metrics.get(metric), base.get(metric)
             if a is not None and b is not None and a - b > settings_row.fairness_tolerance:
                 reasons.append(
@@ -571,6 +596,7 @@ __all__ = [
     "bundle_evaluate",
     "decisions_standing",
     "evaluation_member_pks",
+    "fairness_differences",
     "gate_check",
     "hash_fraction",
     "history_as_of",

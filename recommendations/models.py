@@ -247,7 +247,7 @@ class LearningSettings(models.Model):
     brier_tolerance = models.FloatField(default=0.01)
     coverage_tolerance = models.FloatField(default=0.05)
     policy_tolerance = models.FloatField(default=0.02)
-    fairness_tolerance = models.FloatField(default=0.03)
+    fairness_tolerance = models.FloatField(default=0.05)
     # Fewer labeled evaluation examples than this: the gate uses the models' own holdouts.
     min_evaluation_examples = models.PositiveIntegerField(default=100)
     auto_promote = models.BooleanField(default=True)

@@ -127,7 +127,10 @@ def _run_outcomes(run: ScoringRun, until: date) -> dict[str, int]:
         sends = events[(events["kind"] == "offer_sent") & in_window]
         first_send = sends.groupby(["member_id", "offer_code"])["occurred_at"].min()
         redeemed = events[events["kind"] == "offer_redeemed"]
-        redeemed_by = {key: grp["occurred_at"].to_numpy() for key, grp in redeemed.groupby(["member_id", "offer_code"])}
+        redeemed_by = {
+            key: grp["occurred_at"].dt.tz_localize(None).to_numpy("datetime64[ns]")
+            for key, grp in redeemed.groupby(["member_id", "offer_code"])
+        }
 
         rows = []
         for rec in recs.itertuples(index=False):
@@ -138,9 +141,11 @@ def _run_outcomes(run: ScoringRun, until: date) -> dict[str, int]:
             responded = None
             if sent_at is not None and sent_at + response_ns <= until_ts:
                 times = redeemed_by.get((rec.member_id, decided))
+                sent_naive = sent_at.tz_localize(None)
                 responded = bool(
                     times is not None
-                    and ((times >= sent_at.to_datetime64()) & (times <= (sent_at + response_ns).to_datetime64())).any()
+                    and ((times >= sent_naive.to_datetime64())
+                         & (times <= (sent_naive + response_ns).to_datetime64())).any()
                 )
             rows.append(Outcome(
                 recommendation_id=int(rec.pk), run_id=run.pk, member_id=int(rec.member_id),

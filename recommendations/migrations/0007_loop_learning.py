@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
                 ('brier_tolerance', models.FloatField(default=0.01)),
                 ('coverage_tolerance', models.FloatField(default=0.05)),
                 ('policy_tolerance', models.FloatField(default=0.02)),
-                ('fairness_tolerance', models.FloatField(default=0.03)),
+                ('fairness_tolerance', models.FloatField(default=0.05)),
                 ('min_evaluation_examples', models.PositiveIntegerField(default=100)),
                 ('auto_promote', models.BooleanField(default=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
