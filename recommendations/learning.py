@@ -369,7 +369,9 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
         codes = np.array([o.code for o in offers] + [""])
         chosen = codes[scored.offer_index]  # index -1 picks the trailing "" (no action)
         out["policy_n"] = int(len(rows))
-        out["policy_agreement"] = float(np.mean(chosen == rows["label_offer_code"].to_numpy(str)))
+        agree = chosen == rows["label_offer_code"].to_numpy(str)
+        out["policy_agreement"] = float(np.mean(agree))
+        out["_agree_rows"] = agree
     return out
 
 
@@ -403,6 +405,13 @@ def models_compare(
         for name, version in (("champion", champion), ("challenger", challenger)):
             bundle = bundle_load(version.pk, version.artifact_path, version.sha256)
             result[name] = {"model_version": version.pk, **bundle_evaluate(bundle, evaluation, groups, offers)}
+        # Paired standard error of the agreement difference (same rows for both models): a
+        # drop within sampling noise of a small evaluation set is not "worse".
+        a = result["challenger"].pop("_agree_rows", None)
+        b = result["champion"].pop("_agree_rows", None)
+        if a is not None and b is not None and len(a) > 1:
+            diff = a.astype(float) - b.astype(float)
+            result["policy_agreement_difference_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
         return result
     result = {"basis": f"the models' own holdouts (only {n_eng} labeled evaluation examples)"}
     for name, version in (("champion", champion), ("challenger", challenger)):
@@ -432,7 +441,9 @@ def gate_check(comparison: dict[str, Any], settings_row: LearningSettings) -> tu
     worse("auc", settings_row.auc_tolerance, True)
     worse("brier", settings_row.brier_tolerance, False)
     worse("coverage", settings_row.coverage_tolerance, False, transform=lambda v: abs(v - 0.9))
-    worse("policy_agreement", settings_row.policy_tolerance, True)
+    # Agreement with the managers is judged beyond its paired sampling noise (1.96 SE).
+    worse("policy_agreement", max(settings_row.policy_tolerance,
+                                  1.96 * float(comparison.get("policy_agreement_difference_se") or 0.0)), True)
     if ch.get("policy_value") is not None and cp.get("policy_value") is not None:
         scale = max(abs(cp["policy_value"]), 1e-9)
         if (cp["policy_value"] - ch["policy_value"]) / scale > settings_row.policy_tolerance:

