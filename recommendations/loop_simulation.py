@@ -159,6 +159,11 @@ def loop_simulate(
     as_of, horizon = program.as_of, program.horizon_days
     manager = _user("sim-manager", SENIOR_MANAGER)
     admin = _user("sim-admin", ADMIN)
+    # A 5% randomized holdout (audited setting) to measure the lift of the offers sent.
+    from recommendations.learning import learning_settings_get, learning_settings_update
+
+    if learning_settings_get().holdout_share == 0:
+        learning_settings_update(actor=admin, values={"holdout_share": 0.05})
 
     truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(

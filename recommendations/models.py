@@ -235,8 +235,9 @@ class LearningSettings(models.Model):
     override_weight = models.FloatField(default=3.0)
     approval_weight = models.FloatField(default=1.0)
     outcome_weight = models.FloatField(default=2.0)
-    # Share of members (by hash of pseudo_id) in the randomized holdout that never gets offers.
-    holdout_share = models.FloatField(default=0.05)
+    # Share of members (by hash of pseudo_id) in the randomized holdout that never gets offers
+    # (0 = off until an admin sets it, e.g. 0.05: turning it on changes who gets offers).
+    holdout_share = models.FloatField(default=0.0)
     # Share of members (by another hash) whose feedback is kept out of training to evaluate
     # champion and challenger on the same, unseen examples.
     evaluation_share = models.FloatField(default=0.2)

@@ -467,8 +467,9 @@ def train_bundle(
             d_fit = np.vstack([d_fit, extra])
             y_fit_resp = np.concatenate([y_fit_resp, resp_rows["responded"].to_numpy(int)])
             w_resp = np.concatenate([w_resp, resp_rows["weight"].to_numpy(float)])
+        # Without labeled rows no weights at all: the fit stays exactly what it was.
         response_model = _fit_offer_models(
-            d_fit, y_fit_resp, len(FEATURE_NAMES), offer_codes, seed, weights=w_resp
+            d_fit, y_fit_resp, len(FEATURE_NAMES), offer_codes, seed, weights=w_resp if len(resp_rows) else None
         )
         response_interval = IntervalCalibrator().fit(
             response_model.predict_proba(design[part["calib"]])[:, 1], y_resp[part["calib"]]

@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
                 ('override_weight', models.FloatField(default=3.0)),
                 ('approval_weight', models.FloatField(default=1.0)),
                 ('outcome_weight', models.FloatField(default=2.0)),
-                ('holdout_share', models.FloatField(default=0.05)),
+                ('holdout_share', models.FloatField(default=0.0)),
                 ('evaluation_share', models.FloatField(default=0.2)),
                 ('auc_tolerance', models.FloatField(default=0.01)),
                 ('brier_tolerance', models.FloatField(default=0.01)),
