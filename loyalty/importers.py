@@ -715,6 +715,8 @@ def import_csv(
                 result.status = ImportBatch.Status.SUCCEEDED
                 # Recorded with the data it describes: both commit or neither does.
                 _finish(batch, result, actor)
+                if kind == "events" and result.rows_written:
+                    _announce_events(batch.pk, result.rows_written)
         except _RollBack:
             _fail(batch, result, actor)
         except ImportFileError as exc:
@@ -771,6 +773,13 @@ def _run(
             rejects_started = True
             result.rejects_path = str(rejects_path)
         bar.update(len(chunk))
+
+
+def _announce_events(batch_id: int, rows: int) -> None:
+    """After commit: tell listeners (outcome joins) that new events are in."""
+    from loyalty.signals import events_imported
+
+    transaction.on_commit(lambda: events_imported.send(sender=ImportBatch, batch_id=batch_id, rows_written=rows))
 
 
 def _batch_errors(result: ImportResult) -> list[dict[str, Any]]:

@@ -240,6 +240,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "governance.enforce_deadlines",
         "schedule": float(os.environ.get("GOVERNANCE_DEADLINES_EVERY_SECONDS", 15 * 60)),
     },
+    # The learning loop: a challenger trained on history plus decision feedback, gated.
+    "recommendations-retrain": {
+        "task": "recommendations.retrain_model",
+        "schedule": float(os.environ.get("LEARNING_RETRAIN_EVERY_HOURS", 7 * 24)) * 3600,
+    },
 }
 # What-if segment scenarios live outside recommendations/tasks.py (a separate module).
 CELERY_IMPORTS = ("recommendations.whatif_tasks",)

@@ -20,6 +20,13 @@ from recommendations.decisions import (
     decision_record,
     decision_undo,
 )
+from recommendations.learning import (
+    LearningError,
+    learning_settings_get,
+    learning_settings_update,
+    model_version_promote_manual,
+    model_version_rollback,
+)
 from recommendations.models import ModelVersion, Recommendation, ScoringRun
 from recommendations.queue import InvalidCursor, QueueFilters, queue_page, recommendation_detail_row
 from recommendations.serializers import (
@@ -28,6 +35,8 @@ from recommendations.serializers import (
     DecideRequestSerializer,
     DecisionSerializer,
     ErrorSerializer,
+    LearningSettingsSerializer,
+    ModelActionRequestSerializer,
     ModelVersionSerializer,
     QueueItemDetailSerializer,
     QueuePageSerializer,
@@ -213,3 +222,107 @@ class ModelDetailAPI(generics.RetrieveAPIView):
     permission_classes = can("view_queue")
     serializer_class = ModelVersionSerializer
     queryset = ModelVersion.objects.all()
+
+
+# ---------------------------------------------------------------------------- learning loop
+
+
+class ModelRetrainAPI(APIView):
+    permission_classes = can("manage_models")
+
+    @extend_schema(
+        summary="Retrain: a challenger on history plus decision feedback, gated against the champion",
+        description="Queues the retrain task (202). The challenger is promoted only if the gate passes; "
+        "otherwise it stays a candidate with the reasons in status_history and notes.",
+        request=None,
+        responses={202: None, **ERRORS},
+        tags=["models"],
+    )
+    def post(self, request: Request) -> Response:
+        from django.db import transaction
+
+        from recommendations.tasks import retrain_model
+
+        user_id = request.user.pk
+        with transaction.atomic():
+            audit_log(actor=request.user, action="model.retrain_requested", object_type="model_version")
+            transaction.on_commit(lambda: retrain_model.delay(user_id))
+        return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelPromoteAPI(APIView):
+    permission_classes = can("manage_models")
+
+    @extend_schema(
+        summary="Promote a model version to champion (audited)",
+        request=ModelActionRequestSerializer,
+        responses={200: ModelVersionSerializer, **ERRORS, **CONFLICT},
+        tags=["models"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        body = ModelActionRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not ModelVersion.objects.filter(pk=pk).exists():
+            raise NotFound(f"model version {pk} does not exist")
+        try:
+            version = model_version_promote_manual(
+                model_version_id=pk, actor=request.user, reason=body.validated_data["reason"]
+            )
+        except (LearningError, ValueError) as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(ModelVersionSerializer(version).data)
+
+
+class ModelRollbackAPI(APIView):
+    permission_classes = can("manage_models")
+
+    @extend_schema(
+        summary="Roll back: make an earlier model version the champion again (audited)",
+        request=ModelActionRequestSerializer,
+        responses={200: ModelVersionSerializer, **ERRORS, **CONFLICT},
+        tags=["models"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        body = ModelActionRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not ModelVersion.objects.filter(pk=pk).exists():
+            raise NotFound(f"model version {pk} does not exist")
+        try:
+            version = model_version_rollback(model_version_id=pk, actor=request.user, reason=body.validated_data["reason"])
+        except (LearningError, ValueError) as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(ModelVersionSerializer(version).data)
+
+
+class LearningSettingsAPI(APIView):
+    permission_classes = can("manage_models")
+
+    @extend_schema(summary="Feedback weights, holdout share and gate tolerances",
+                   responses={200: LearningSettingsSerializer, **ERRORS}, tags=["models"])
+    def get(self, request: Request) -> Response:
+        row = learning_settings_get()
+        return Response(LearningSettingsSerializer(row).data)
+
+    @extend_schema(summary="Change learning settings (audited)", request=LearningSettingsSerializer,
+                   responses={200: LearningSettingsSerializer, **ERRORS}, tags=["models"])
+    def patch(self, request: Request) -> Response:
+        body = LearningSettingsSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        try:
+            row = learning_settings_update(actor=request.user, values=dict(body.validated_data))
+        except LearningError as exc:
+            raise Invalid(str(exc)) from exc
+        return Response(LearningSettingsSerializer(row).data)
+
+
+class RunOutcomesAPI(APIView):
+    permission_classes = can("view_queue")
+
+    @extend_schema(summary="A run's realized outcomes: model and manager accuracy, holdout lift",
+                   responses={200: None, **ERRORS}, tags=["runs"])
+    def get(self, request: Request, pk: int) -> Response:
+        from recommendations.outcomes import decision_accuracy, holdout_lift
+
+        if not ScoringRun.objects.filter(pk=pk).exists():
+            raise NotFound(f"scoring run {pk} does not exist")
+        return Response({"accuracy": decision_accuracy(run_id=pk), "holdout_lift": holdout_lift(run_id=pk)})

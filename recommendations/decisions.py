@@ -112,6 +112,7 @@ def _write(
     label: str = "",
     is_feedback: bool = False,
     compensates: Decision | None = None,
+    label_engaged: bool | None = None,
 ) -> Decision:
     """Inside a transaction, after the conditional UPDATE matched: decision + audit row."""
     last = Decision.objects.filter(recommendation_id=rec.pk).aggregate(m=Max("sequence"))["m"] or 0
@@ -134,6 +135,7 @@ def _write(
         shown_shap_values=bytes(rec.shap_values),
         label_offer_code=label,
         is_feedback=is_feedback,
+        label_engaged=label_engaged,
     )
     audit_log(
         actor=actor,
@@ -192,8 +194,12 @@ def decision_record(
     reason_code: str = "",
     reason_text: str = "",
     note: str = "",
+    label_engaged: bool | None = None,
 ) -> Decision:
-    """Approve, override or escalate one recommendation. Raises a DecisionError subclass."""
+    """Approve, override or escalate one recommendation. Raises a DecisionError subclass.
+
+    ``label_engaged``: the manager's judgement of whether the member will engage in the
+    horizon (optional; stored with an approval or override as a training label)."""
     if action not in ACTIONS:
         raise DecisionInvalid(f"Unknown action {action!r}: use approve, override or escalate.")
     allowed = _allowed_statuses(actor, action)
@@ -238,6 +244,7 @@ def decision_record(
             reason_text=text,
             label=label,
             is_feedback=is_feedback,
+            label_engaged=None if action == "escalate" else label_engaged,
         )
 
 

@@ -127,6 +127,7 @@ class RecommendationStatus(models.TextChoices):
     AUTO_APPROVED = "auto_approved"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"  # a newer run re-scored the member before anyone decided
+    HOLDOUT = "holdout"  # the member is in the randomized holdout: recorded, never offered
 
 
 OPEN_STATUSES = (RecommendationStatus.PENDING, RecommendationStatus.ESCALATED)
@@ -161,6 +162,9 @@ class Recommendation(models.Model):
     route = models.CharField(max_length=16, default="review")  # auto | review | senior
     route_reasons = models.JSONField(default=list)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # The member is in the randomized holdout (recommendations.learning.holdout_members):
+    # the recommendation is recorded for lift measurement, but no offer is ever sent.
+    holdout = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -208,6 +212,9 @@ class Decision(models.Model):
     # Feedback label for retraining: the offer code the human stands behind ("" = no action).
     label_offer_code = models.CharField(max_length=32, blank=True)
     is_feedback = models.BooleanField(default=False)
+    # The manager's judgement of the member's engagement in the horizon (None = not given):
+    # a training label for the engagement model until the realized outcome is known.
+    label_engaged = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["recommendation_id", "sequence"]
@@ -262,3 +269,85 @@ class Scenario(models.Model):
 
     def __str__(self) -> str:
         return f"scenario {self.pk} ({self.kind}, {self.status})"
+
+
+class LearningSettings(models.Model):
+    """Singleton (pk 1): how decision feedback is weighted in retraining, the holdout share,
+    and the promotion gate's tolerances. Changed only through
+    recommendations.learning.learning_settings_update, which audits every change."""
+
+    # Training weight of one labeled example, relative to a history example (weight 1).
+    override_weight = models.FloatField(default=3.0)
+    approval_weight = models.FloatField(default=1.0)
+    outcome_weight = models.FloatField(default=2.0)
+    # Share of members (by hash of pseudo_id) in the randomized holdout that never gets offers
+    # (0 = off until an admin sets it, e.g. 0.05: turning it on changes who gets offers).
+    holdout_share = models.FloatField(default=0.0)
+    # Share of members (by another hash) whose feedback is kept out of training to evaluate
+    # champion and challenger on the same, unseen examples.
+    evaluation_share = models.FloatField(default=0.2)
+    # Gate: the challenger is promoted only if it is not worse than the champion by more than
+    # these (AUC and policy agreement lower, Brier higher, coverage further from 0.90,
+    # fairness differences higher).
+    auc_tolerance = models.FloatField(default=0.01)
+    brier_tolerance = models.FloatField(default=0.01)
+    coverage_tolerance = models.FloatField(default=0.05)
+    policy_tolerance = models.FloatField(default=0.02)
+    fairness_tolerance = models.FloatField(default=0.05)
+    # Fewer labeled evaluation examples than this: the gate uses the models' own holdouts.
+    min_evaluation_examples = models.PositiveIntegerField(default=50)
+    auto_promote = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="learning_settings_singleton"),
+            models.CheckConstraint(
+                condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=0.5), name="learning_holdout_share_0_05"
+            ),
+            models.CheckConstraint(
+                condition=Q(evaluation_share__gte=0) & Q(evaluation_share__lte=0.5),
+                name="learning_evaluation_share_0_05",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "learning settings"
+
+
+class Outcome(models.Model):
+    """What happened after a recommendation: the realized outcome joined to it and to the
+    decision that stood (recommendations.outcomes.outcomes_refresh; recomputed, never edited
+    by hand). ``engaged`` is None until the horizon after the run's as_of is covered by
+    imported events; ``responded`` is None until an offer was sent and its response window
+    closed."""
+
+    recommendation = models.OneToOneField(
+        Recommendation, on_delete=models.CASCADE, primary_key=True, related_name="outcome"
+    )
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    as_of = models.DateField()
+    window_end = models.DateField(help_text="as_of + the model's horizon (exclusive)")
+    engaged = models.BooleanField(null=True)
+    purchases = models.PositiveIntegerField(null=True)
+    holdout = models.BooleanField(default=False)
+    # The decision that stood (not undone): its action, actor and offer ("" = no action).
+    decision = models.ForeignKey(Decision, null=True, on_delete=models.SET_NULL, related_name="+")
+    decision_action = models.CharField(max_length=16, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_offer_code = models.CharField(max_length=32, blank=True)
+    recommended_offer_code = models.CharField(max_length=32, blank=True)
+    sent_at = models.DateTimeField(null=True)
+    responded = models.BooleanField(null=True)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "holdout"], name="outcome_run_holdout_idx")]
+
+    def __str__(self) -> str:
+        return f"outcome of recommendation {self.recommendation_id}"

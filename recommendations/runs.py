@@ -417,7 +417,7 @@ def member_values(features: pd.DataFrame) -> np.ndarray:
 ROW_COLUMNS = (
     "member_id", "probability", "p_low", "p_high", "offer_id", "expected_value", "ev_low",
     "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
-    "route_reasons", "status",
+    "route_reasons", "status", "holdout",
 )
 _BYTES_COLUMNS = ("shap_values", "features")
 
@@ -447,6 +447,7 @@ class RecommendationColumns:
     route: np.ndarray
     route_reasons: np.ndarray
     status: np.ndarray
+    holdout: np.ndarray
 
     def __len__(self) -> int:
         return len(self.member_id)
@@ -483,8 +484,18 @@ def _recommendations_build(
     )
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
     routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
-    route = np.asarray(routing.routes, dtype=object)
+    # Members of the randomized holdout are recorded but never routed to anyone or offered.
+    from recommendations.learning import HOLDOUT_REASON, holdout_member_pks
+
+    in_holdout = holdout_member_pks(member_pks=[int(pk) for pk in features.index])
+    holdout = np.array([int(pk) in in_holdout for pk in features.index], dtype=bool)
+    route = np.where(holdout, "holdout", np.asarray(routing.routes, dtype=object)).astype(object)
     compact = json.JSONEncoder(separators=(",", ":")).encode
+    reasons = [[HOLDOUT_REASON] if held else why for held, why in zip(holdout, routing.reasons, strict=True)]
+    status = np.where(
+        holdout, str(RecommendationStatus.HOLDOUT),
+        np.where(route == "senior", str(RecommendationStatus.ESCALATED), str(RecommendationStatus.PENDING)),
+    ).astype(object)
     return RecommendationColumns(
         member_id=features.index.to_numpy(dtype=np.int64),
         probability=np.asarray(batch.probability, np.float64),
@@ -501,9 +512,10 @@ def _recommendations_build(
         features=np.ascontiguousarray(matrix.to_numpy(dtype=np.float64), dtype=np.float32),
         priority=np.asarray(priority, np.float64),
         route=route,
-        route_reasons=np.array([compact(why) for why in routing.reasons], dtype=object),
+        route_reasons=np.array([compact(why) for why in reasons], dtype=object),
         # Routed to a senior manager: escalated from the start.
-        status=np.where(route == "senior", str(RecommendationStatus.ESCALATED), str(RecommendationStatus.PENDING)).astype(object),
+        status=status,
+        holdout=holdout,
     )
 
 
@@ -595,6 +607,7 @@ def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns) -> None:
             route=str(rows.route[i]),
             route_reasons=json.loads(rows.route_reasons[i]),
             status=str(rows.status[i]),
+            holdout=bool(rows.holdout[i]),
         )
         for i in range(len(rows))
     ]

@@ -142,6 +142,10 @@ class DecideRequestSerializer(serializers.Serializer):
     reason_code = serializers.ChoiceField(choices=["", *REASON_CODES], required=False, default="")
     reason_text = serializers.CharField(required=False, allow_blank=True, default="")
     note = serializers.CharField(required=False, allow_blank=True, default="", help_text="required to escalate")
+    label_engaged = serializers.BooleanField(
+        required=False, allow_null=True, default=None,
+        help_text="optional: will the member engage in the horizon? (a training label)",
+    )
 
 
 class BulkDecideRequestSerializer(serializers.Serializer):
@@ -184,3 +188,22 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_features(self, obj: ModelVersion) -> list[str]:
         return [f.get("name", "") for f in (obj.feature_schema or {}).get("features", [])]
+
+
+class ModelActionRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class LearningSettingsSerializer(serializers.Serializer):
+    override_weight = serializers.FloatField(min_value=0, required=False)
+    approval_weight = serializers.FloatField(min_value=0, required=False)
+    outcome_weight = serializers.FloatField(min_value=0, required=False)
+    holdout_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
+    evaluation_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
+    auc_tolerance = serializers.FloatField(min_value=0, required=False)
+    brier_tolerance = serializers.FloatField(min_value=0, required=False)
+    coverage_tolerance = serializers.FloatField(min_value=0, required=False)
+    policy_tolerance = serializers.FloatField(min_value=0, required=False)
+    fairness_tolerance = serializers.FloatField(min_value=0, required=False)
+    min_evaluation_examples = serializers.IntegerField(min_value=0, required=False)
+    auto_promote = serializers.BooleanField(required=False)

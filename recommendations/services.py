@@ -101,12 +101,16 @@ def model_version_train(
     actor=None,
     seed: int = 0,
     max_members: int = TRAIN_MAX_MEMBERS,
+    labeled_examples: pd.DataFrame | None = None,
+    feedback_summary: dict | None = None,
 ) -> ModelVersion:
     """Train on the data before ``as_of``, store the artifact, record the ModelVersion.
 
     Uses every consenting member, or a random sample of ``max_members`` of them when there
     are more (see TRAIN_MAX_MEMBERS). The first model ever trained becomes champion; later
-    ones are candidates until promoted.
+    ones are candidates until promoted. ``labeled_examples``: decision feedback and realized
+    outcomes (recommendations.learning), passed to train_bundle; ``feedback_summary`` is
+    stored in params["feedback"].
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
@@ -126,7 +130,7 @@ def model_version_train(
     offers = offer_terms_list(active_only=False)
     bundle, metrics = train_bundle(
         members=members, events=events, offers=offers, as_of=pd.Timestamp(as_of, tz="UTC"),
-        horizon_days=horizon_days, algorithm=algorithm, seed=seed,
+        horizon_days=horizon_days, algorithm=algorithm, seed=seed, labeled_examples=labeled_examples,
     )
     path, sha = bundle_save(bundle, settings.ARTIFACT_DIR)
     train_features = build_features(members, events, pd.Timestamp(t0, tz="UTC"))
@@ -139,6 +143,7 @@ def model_version_train(
         # How many consenting members the model saw, out of how many the program had.
         "train_members": int(len(members)),
         "train_members_available": int(available),
+        "feedback": feedback_summary or {},
     }
     with transaction.atomic():
         has_champion = ModelVersion.objects.select_for_update().filter(

@@ -85,3 +85,44 @@ def score_chunk(self: Task, chunk_id: int, reclaim: bool = False) -> dict[str, A
         "run_finished": outcome.run_finished,
         "stage_seconds": outcome.stage_seconds,  # load, features, score, build, write
     }
+
+
+# ---------------------------------------------------------------------------- learning loop
+
+
+@shared_task(
+    name="recommendations.retrain_model",
+    autoretry_for=RETRYABLE,
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=3,
+)
+def retrain_model(actor_id: int | None = None) -> dict[str, Any]:
+    """Train a challenger on history plus feedback and gate it (on demand, CLI, or beat).
+
+    A retrain already running makes this one a no-op with a message (not an error to retry).
+    """
+    from django.contrib.auth import get_user_model
+
+    from recommendations.learning import LearningError, model_version_retrain
+
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None
+    try:
+        return model_version_retrain(actor=actor)
+    except LearningError as exc:
+        logger.warning("retrain skipped: %s", exc)
+        return {"skipped": str(exc)}
+
+
+@shared_task(
+    name="recommendations.refresh_outcomes",
+    autoretry_for=RETRYABLE,
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=5,
+)
+def refresh_outcomes(run_id: int | None = None) -> dict[str, Any]:
+    """Join realized outcomes to past recommendations (after an events import). Idempotent."""
+    from recommendations.outcomes import outcomes_refresh
+
+    return outcomes_refresh(run_id=run_id)

@@ -127,7 +127,10 @@ class OfferResponseModels:
         return np.column_stack([1.0 - p, p])
 
 
-def _fit_offer_models(design: np.ndarray, y: np.ndarray, n_features: int, offer_codes: list[str], seed: int):
+def _fit_offer_models(
+    design: np.ndarray, y: np.ndarray, n_features: int, offer_codes: list[str], seed: int,
+    weights: np.ndarray | None = None,
+):
     from sklearn.dummy import DummyClassifier
 
     which = design[:, n_features : n_features + len(offer_codes)].argmax(axis=1)
@@ -140,7 +143,9 @@ def _fit_offer_models(design: np.ndarray, y: np.ndarray, n_features: int, offer_
                 DummyClassifier(strategy="prior").fit(X, target)
             )
         else:
-            model = HistGradientBoostingClassifier(random_state=seed, **RESPONSE_PARAMS).fit(X, target)
+            model = HistGradientBoostingClassifier(random_state=seed, **RESPONSE_PARAMS).fit(
+                X, target, sample_weight=None if weights is None else weights[rows]
+            )
         models.append(model)
     return OfferResponseModels(n_features, offer_codes, models)
 
@@ -451,13 +456,19 @@ def train_bundle(
     seed: int = 0,
     feedback: pd.DataFrame | None = None,
     sample_weight=None,
+    labeled_examples: pd.DataFrame | None = None,
 ) -> tuple[ModelBundle, dict]:
     """Train a bundle as of ``as_of``; returns (bundle, metrics).
 
     ``feedback``: optional realized outcomes of decided offers (member_pk, offer_code,
     sent_at, responded), added to the response training rows. ``sample_weight``: optional
     per-member weight (array aligned with ``members`` or Series indexed by pk) for the
-    engagement model, e.g. fairness reweighing.
+    engagement model, e.g. fairness reweighing. ``labeled_examples``: optional rows labeled
+    after the fact (recommendations.learning: decision feedback and realized outcomes), each
+    with its own feature snapshot (FEATURE_NAMES columns, as scored), ``weight``, and either
+    ``engaged`` (0/1) for the engagement model or ``offer_code`` + ``responded`` (0/1) for the
+    response model (NaN where a row carries no such label). They are added to the TRAINING
+    split only, never to calibration or the holdout, so held-out metrics stay comparable.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
@@ -481,8 +492,14 @@ def train_bundle(
     if len(np.unique(y_all[masks["train"]])) < 2:
         raise ValueError("training labels have a single class: need members who did and did not purchase")
 
+    X_fit, y_fit, w_fit = X_all.to_numpy()[masks["train"]], y_all[masks["train"]], w_all[masks["train"]]
+    eng_rows, resp_rows = _labeled_rows(labeled_examples)
+    if len(eng_rows):
+        X_fit = np.vstack([X_fit, eng_rows[FEATURE_NAMES].to_numpy(float)])
+        y_fit = np.concatenate([y_fit, eng_rows["engaged"].to_numpy(int)])
+        w_fit = np.concatenate([w_fit, eng_rows["weight"].to_numpy(float)])
     model = _engagement_model(algorithm, seed)
-    model.fit(X_all.to_numpy()[masks["train"]], y_all[masks["train"]], sample_weight=w_all[masks["train"]])
+    model.fit(X_fit, y_fit, sample_weight=w_fit)
     raw_cal = model.predict_proba(X_all.to_numpy()[masks["calib"]])[:, 1]
     cal = masks["calib"]
     interval = EngagementInterval().fit(
@@ -504,15 +521,26 @@ def train_bundle(
         # Exposures of offers no longer in the catalog carry no terms: they cannot be encoded.
         known = exposures["offer_code"].isin(by_code).to_numpy()
         exposures, exp_feats = exposures[known], exp_feats[known]
-    response_metrics: dict[str, Any] = {"n_exposures": int(len(exposures))}
+    response_metrics: dict[str, Any] = {"n_exposures": int(len(exposures)), "n_labeled_examples": 0}
     if len(exposures) and exposures["responded"].nunique() == 2:
         offer_codes = sorted(exposures["offer_code"].unique())
         offer_kinds = sorted({by_code[c].kind for c in offer_codes})
         design = _exposure_design(exp_feats.to_numpy(float), exposures, offer_codes, offer_kinds, by_code)
         y_resp = exposures["responded"].to_numpy(int)
         part = {name: exposures["member_pk"].isin(pks).to_numpy() for name, pks in split.items()}
+        d_fit, y_fit_resp = design[part["train"]], y_resp[part["train"]]
+        w_resp = np.ones(len(d_fit))
+        resp_rows = resp_rows[resp_rows["offer_code"].isin(offer_codes)]
+        if len(resp_rows):
+            extra = _exposure_design(
+                resp_rows[FEATURE_NAMES].to_numpy(float), resp_rows, offer_codes, offer_kinds, by_code
+            )
+            d_fit = np.vstack([d_fit, extra])
+            y_fit_resp = np.concatenate([y_fit_resp, resp_rows["responded"].to_numpy(int)])
+            w_resp = np.concatenate([w_resp, resp_rows["weight"].to_numpy(float)])
+        # Without labeled rows no weights at all: the fit stays exactly what it was.
         response_model = _fit_offer_models(
-            design[part["train"]], y_resp[part["train"]], len(FEATURE_NAMES), offer_codes, seed
+            d_fit, y_fit_resp, len(FEATURE_NAMES), offer_codes, seed, weights=w_resp if len(resp_rows) else None
         )
         response_interval = IntervalCalibrator().fit(
             response_model.predict_proba(design[part["calib"]])[:, 1], y_resp[part["calib"]]
@@ -520,6 +548,7 @@ def train_bundle(
         ph, lh, hh = response_interval.predict(response_model.predict_proba(design[part["holdout"]])[:, 1])
         response_metrics.update(_binary_metrics(y_resp[part["holdout"]], ph, lh, hh))
         response_metrics["n_train"] = int(part["train"].sum())
+        response_metrics["n_labeled_examples"] = int(len(resp_rows))
         response_metrics["n_holdout"] = int(part["holdout"].sum())
     train_seconds = time.perf_counter() - started
 
@@ -563,6 +592,7 @@ def train_bundle(
             raw_hold, first_all[masks["holdout"]], second_all[masks["holdout"]]
         ),
         "n_train": int(masks["train"].sum()),
+        "n_labeled_examples": int(len(eng_rows)),
         "n_calibration": int(masks["calib"].sum()),
         "n_holdout": int(masks["holdout"].sum()),
         "train_seconds": round(train_seconds, 3),
@@ -575,6 +605,31 @@ def train_bundle(
         "policy": _holdout_policy_value(bundle, members, events, as_of, offers, split["holdout"], exposures, exp_feats),
     })
     return bundle, metrics
+
+
+def _labeled_rows(labeled: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(engagement rows, response rows) of ``train_bundle``'s labeled_examples."""
+    columns = [*FEATURE_NAMES, "engaged", "offer_code", "responded", "weight"]
+    if labeled is None or not len(labeled):
+        empty = pd.DataFrame(columns=columns)
+        return empty, empty
+    missing = [c for c in FEATURE_NAMES if c not in labeled]
+    if missing:
+        raise ValueError(f"labeled_examples lack feature column(s): {', '.join(missing)}")
+    rows = labeled.copy()
+    for name, default in (("engaged", np.nan), ("offer_code", ""), ("responded", np.nan), ("weight", 1.0)):
+        if name not in rows:
+            rows[name] = default
+    rows["weight"] = pd.to_numeric(rows["weight"], errors="coerce").fillna(1.0).clip(lower=0.0)
+    rows["offer_code"] = rows["offer_code"].fillna("").astype(str)
+    finite = np.isfinite(rows[FEATURE_NAMES].to_numpy(float)).all(axis=1)
+    rows = rows[finite & (rows["weight"] > 0).to_numpy()]
+    engaged = pd.to_numeric(rows["engaged"], errors="coerce")
+    responded = pd.to_numeric(rows["responded"], errors="coerce")
+    eng = rows[engaged.notna().to_numpy()].assign(engaged=engaged.dropna().astype(int))
+    resp = rows[(responded.notna() & (rows["offer_code"] != "")).to_numpy()]
+    resp = resp.assign(responded=pd.to_numeric(resp["responded"]).astype(int))
+    return eng.reset_index(drop=True), resp.reset_index(drop=True)
 
 
 def _exposure_design(feats, exposures, offer_codes, offer_kinds, by_code) -> np.ndarray:

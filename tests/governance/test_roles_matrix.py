@@ -77,6 +77,11 @@ RULES: dict[str, list[Call]] = {
     "api-run": [Call("get", cap("view_queue"), lambda o: {"pk": o["run"]})],
     "api-models": [Call("get", cap("view_queue"))],
     "api-model": [Call("get", cap("view_queue"), lambda o: {"pk": o["model"]})],
+    "api-models-retrain": [Call("post", cap("manage_models"))],
+    "api-model-promote": [Call("post", cap("manage_models"), lambda o: {"pk": o["model"]})],
+    "api-model-rollback": [Call("post", cap("manage_models"), lambda o: {"pk": o["model"]})],
+    "api-learning-settings": [Call("get", cap("manage_models")), Call("patch", cap("manage_models"))],
+    "api-run-outcomes": [Call("get", cap("view_queue"), lambda o: {"pk": o["run"]})],
     "api-privacy-erasure": [Call("post", cap("manage_privacy"), data={}, json=True)],
     # Escalation policy: admins only. Empty bodies are invalid, so nothing is saved here.
     "governance-policy": [Call("get", cap("manage_policy")), Call("post", cap("manage_policy"))],

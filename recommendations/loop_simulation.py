@@ -1,0 +1,286 @@
+"""Proof of the learning loop on a simulated program with a planted label bias.
+
+``loop_simulate`` writes a simulated program (loyalty.simulator, bias in region "north")
+into an EMPTY database and then runs the real desk, cycle by cycle:
+
+1. a scoring run with the champion (runs.run_start, tasks executed in-process);
+2. the figures of that champion against the ground truth, on members whose labels never
+   reached training (not yet reviewed, never in an imported outcome): AUC overall, in the
+   biased group and in the others, demographic parity / equalized odds differences by
+   region (fairlearn) and the policy value of its offers under the true response
+   probabilities (scoring.policy_report);
+3. a simulated manager who knows the truth reviews this cycle's slice of the queue through
+   decisions.decision_record: approve when the recommended offer is the true best one,
+   otherwise override to the true best (reason model_wrong), and in both cases records
+   their judgement of the member's engagement (``label_engaged`` = true p_engage >= 0.5);
+4. the environment answers: each offer the desk sent produces an ``offer_sent`` event the
+   day after as_of and, with the member's TRUE response probability, an ``offer_redeemed``
+   within the response window; these events are imported with the real importer
+   (loyalty.importers.import_csv), whose post-import hook joins them to the decisions
+   (recommendations.outcomes);
+5. learning.model_version_retrain: a challenger on history plus the feedback, gated
+   against the champion, promoted if it passes.
+
+Truth reaches the model only through the manager's decisions (step 3) and imported events
+(step 4, and at the end the program's true future events): never directly. After the last
+cycle the future events of the horizon are imported, outcomes close, and the report adds
+model/manager accuracy and the holdout lift of the last run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from loyalty.definitions import EVENT_COLUMNS, RESPONSE_WINDOW_DAYS
+
+BIAS_GROUP = ("region", "north")
+
+
+class LoopSimulationError(Exception):
+    """The simulation cannot run here (e.g. the database is not empty)."""
+
+
+@contextlib.contextmanager
+def _eager_tasks() -> Iterator[None]:
+    from loyalty.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = before
+
+
+def _user(username: str, role: str):
+    from django.contrib.auth.models import Group, User
+
+    user, _ = User.objects.get_or_create(username=username)
+    group, _ = Group.objects.get_or_create(name=role)
+    user.groups.add(group)
+    return user
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+
+
+def _fairness(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> tuple[float | None, float | None]:
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    with np.errstate(all="ignore"):
+        dp = float(demographic_parity_difference(y, pred, sensitive_features=groups))
+        eo = float(equalized_odds_difference(y, pred, sensitive_features=groups))
+    return (dp if np.isfinite(dp) else None), (eo if np.isfinite(eo) else None)
+
+
+def _import_events(frame: pd.DataFrame, directory: Path, name: str) -> dict[str, Any]:
+    from loyalty.importers import import_csv
+
+    out = frame.copy()
+    out["occurred_at"] = pd.to_datetime(out["occurred_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    out["score"] = out["score"].astype("Int64")
+    path = directory / f"{name}.csv"
+    out.to_csv(path, columns=EVENT_COLUMNS, index=False, float_format="%.2f", lineterminator="\n")
+    result = import_csv(kind="events", source=path)
+    if not result.succeeded:
+        raise LoopSimulationError(f"importing {name} failed: {result.as_dict()}")
+    return result.counts()
+
+
+def _offer_events(sent: pd.DataFrame, truth: pd.DataFrame, as_of, rng: np.random.Generator) -> pd.DataFrame:
+    """offer_sent the day after as_of, and offer_redeemed with the TRUE response probability."""
+    start = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    p = np.array([truth.at[m, f"p_response_{c}"] for m, c in zip(sent["member_id"], sent["offer_code"], strict=True)])
+    sent_at = start + pd.to_timedelta(rng.integers(8 * 3600, 20 * 3600, len(sent)), unit="s")
+    responded = rng.random(len(sent)) < p
+    redeemed_at = sent_at + pd.to_timedelta(rng.integers(3600, (RESPONSE_WINDOW_DAYS - 1) * 86_400, len(sent)), unit="s")
+    base = {"amount": 0.0, "points": 0, "quantity": 0, "duration_seconds": 0, "score": np.nan, "comment": ""}
+    sends = pd.DataFrame({"member_id": sent["member_id"].to_numpy(), "occurred_at": sent_at,
+                          "kind": "offer_sent", "offer_code": sent["offer_code"].to_numpy(), **base})
+    redeems = pd.DataFrame({"member_id": sent["member_id"].to_numpy()[responded],
+                            "occurred_at": redeemed_at[responded], "kind": "offer_redeemed",
+                            "offer_code": sent["offer_code"].to_numpy()[responded], **base})
+    return pd.concat([sends, redeems], ignore_index=True)[EVENT_COLUMNS]
+
+
+def loop_simulate(
+    *,
+    cycles: int = 3,
+    members: int = 4000,
+    bias_rate: float = 0.3,
+    seed: int = 0,
+    review_share: float = 0.2,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run the loop (see the module docstring); returns {"cycles": [...], "final": {...}}."""
+    from loyalty.models import Member
+    from loyalty.roles import ADMIN, SENIOR_MANAGER
+    from loyalty.simulator import program_write_db, simulate_program
+    from recommendations.decisions import decision_record
+    from recommendations.learning import evaluation_member_pks, model_version_retrain
+    from recommendations.models import OPEN_STATUSES, ModelVersion, Recommendation
+    from recommendations.outcomes import decision_accuracy, holdout_lift, outcomes_refresh
+    from recommendations.runs import run_start
+    from recommendations.scoring import oracle_choice, policy_report
+    from recommendations.selectors import model_version_champion, offer_terms_list
+    from recommendations.services import model_version_train
+
+    if cycles < 1:
+        raise LoopSimulationError("--cycles must be at least 1")
+    if not 0 < review_share * cycles <= 0.8:
+        raise LoopSimulationError("review share x cycles must lie in (0, 0.8]: some members stay unreviewed")
+    if Member.objects.exists():
+        raise LoopSimulationError(
+            "simulate_loop writes a simulated program and needs an empty database "
+            "(point DATABASE_URL at a scratch database)"
+        )
+    rng = np.random.default_rng(seed)
+    log(f"simulating {members} members, bias {bias_rate} in {BIAS_GROUP[0]}={BIAS_GROUP[1]}")
+    program = simulate_program(members=members, seed=seed, bias_group=BIAS_GROUP, bias_rate=bias_rate)
+    program_write_db(program)
+    # Pseudonymous ids fixed by the seed (the writer draws random ones): the holdout and the
+    # evaluation partition hash them, so the same arguments give the same loop.
+    Member.objects.bulk_update(
+        [Member(pk=pk, pseudo_id=uuid.uuid5(uuid.NAMESPACE_OID, f"simulate-loop:{seed}:{member_id}"))
+         for pk, member_id in Member.objects.values_list("pk", "member_id")],
+        ["pseudo_id"], batch_size=5000,
+    )
+    as_of, horizon = program.as_of, program.horizon_days
+    manager = _user("sim-manager", SENIOR_MANAGER)
+    admin = _user("sim-admin", ADMIN)
+    # A 5% randomized holdout (audited setting) to measure the lift of the offers sent.
+    from recommendations.learning import learning_settings_get, learning_settings_update
+
+    if learning_settings_get().holdout_share == 0:
+        learning_settings_update(actor=admin, values={"holdout_share": 0.05})
+
+    truth = program.ground_truth.set_index("member_id")
+    member_rows = pd.DataFrame.from_records(
+        Member.objects.values_list("pk", "member_id", "region", "joined_at"),
+        columns=["pk", "member_id", "region", "joined_at"],
+    ).set_index("pk")
+    offers = offer_terms_list(active_only=True)
+    codes = np.array([o.code for o in offers] + [""])
+    true_resp = truth[[f"p_response_{o.code}" for o in offers]]
+    true_best = pd.Series(codes[oracle_choice(true_resp.to_numpy(float), offers)], index=truth.index)
+
+    order = rng.permutation(member_rows.index.to_numpy())
+    per_cycle = int(round(review_share * len(order)))
+    evaluation = evaluation_member_pks()
+    reviewed: set[int] = set()
+    report: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="simulate-loop-"))
+
+    with _eager_tasks():
+        if model_version_champion() is None:
+            model_version_train(as_of=as_of, horizon_days=horizon, actor=admin, seed=seed)
+        for cycle in range(1, cycles + 1):
+            champion = model_version_champion()
+            run = run_start(as_of=as_of, actor=admin)
+            recs = pd.DataFrame.from_records(
+                Recommendation.objects.filter(run=run).values_list("pk", "member_id", "probability", "offer__code",
+                                                                    "status", "holdout"),
+                columns=["pk", "member_pk", "probability", "offer_code", "status", "holdout"],
+            )
+            recs["offer_code"] = recs["offer_code"].fillna("")
+            recs["member_id"] = member_rows.loc[recs["member_pk"], "member_id"].to_numpy()
+            recs["region"] = member_rows.loc[recs["member_pk"], "region"].to_numpy()
+            figures = _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_report)
+
+            # The manager reviews this cycle's slice of the queue.
+            batch = set(order[(cycle - 1) * per_cycle : cycle * per_cycle].tolist())
+            todo = recs[recs["member_pk"].isin(batch) & recs["status"].isin([str(s) for s in OPEN_STATUSES])]
+            overrides = 0
+            sent = []
+            for rec in todo.itertuples(index=False):
+                best = true_best[rec.member_id]
+                engaged = bool(truth.at[rec.member_id, "p_engage"] >= 0.5)
+                if rec.offer_code == best:
+                    decision_record(recommendation_id=rec.pk, actor=manager, action="approve", label_engaged=engaged)
+                else:
+                    overrides += 1
+                    decision_record(
+                        recommendation_id=rec.pk, actor=manager, action="override", chosen_offer_code=best,
+                        reason_code="model_wrong",
+                        reason_text=f"better: {best or 'no action'}; member {'engaged' if engaged else 'at risk'}",
+                        label_engaged=engaged,
+                    )
+                if best:
+                    sent.append((rec.member_id, best))
+            reviewed |= batch
+            responses = _offer_events(pd.DataFrame(sent, columns=["member_id", "offer_code"]), truth, as_of, rng)
+            _import_events(responses, workdir, f"responses-cycle-{cycle}")
+            # Response windows of the day-after sends are closed RESPONSE_WINDOW_DAYS + 2 days on.
+            outcomes_refresh(until=as_of + timedelta(days=RESPONSE_WINDOW_DAYS + 2))
+
+            retrain = model_version_retrain(actor=admin, as_of=as_of, horizon_days=horizon, seed=seed)
+            entry = {
+                "cycle": cycle,
+                "model_version": champion.pk,
+                "reviewed": int(len(todo)),
+                "override_rate": overrides / len(todo) if len(todo) else None,
+                **figures,
+                "retrain": {"model_version": retrain["model_version"], "promoted": retrain["promoted"],
+                            "gate_reasons": retrain["gate"].get("reasons", []),
+                            "feedback": retrain["feedback"]},
+            }
+            report.append(entry)
+            log(
+                f"cycle {cycle}: model v{champion.pk}, override rate {entry['override_rate']:.3f}, "
+                f"AUC {figures['auc']:.3f} (biased {figures['biased_group_auc']:.3f}, "
+                f"others {figures['other_groups_auc']:.3f}), DP {figures['dp_difference']}, "
+                f"EO {figures['eo_difference']}, policy value {figures['policy_value']:.2f}; "
+                f"challenger v{retrain['model_version']} {'promoted' if retrain['promoted'] else 'kept candidate'}"
+            )
+
+        # The horizon passes: the program's true future events arrive and close the outcomes.
+        _import_events(program.future_events, workdir, "future-events")
+        outcomes_refresh()
+        last_run = run.pk
+        final = {
+            "champion": ModelVersion.objects.filter(status=ModelVersion.Status.CHAMPION).values_list(
+                "pk", flat=True).first(),
+            "holdout_lift": holdout_lift(run_id=last_run),
+            "accuracy": decision_accuracy(),
+            "evaluation_members": len(evaluation),
+        }
+    return {"cycles": report, "final": final}
+
+
+def _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_report) -> dict[str, Any]:
+    """The champion's figures on members whose truth never reached training."""
+    fresh = recs[~recs["member_pk"].isin(reviewed)]
+    y = truth.loc[fresh["member_id"], "engaged"].to_numpy(int)
+    biased = truth.loc[fresh["member_id"], "biased"].to_numpy(bool)
+    p = fresh["probability"].to_numpy(float)
+    dp, eo = _fairness(y, (p >= 0.5).astype(int), fresh["region"].to_numpy(str))
+    index = {c: j for j, c in enumerate(codes[:-1])}
+    chosen = np.array([index.get(c, -1) for c in fresh["offer_code"]])
+    policy = policy_report(chosen, true_resp.loc[fresh["member_id"]].to_numpy(float), offers)
+    return {
+        "n_evaluated": int(len(fresh)),
+        "auc": _auc(y, p),
+        "biased_group_auc": _auc(y[biased], p[biased]),
+        "other_groups_auc": _auc(y[~biased], p[~biased]),
+        "dp_difference": dp,
+        "eo_difference": eo,
+        "policy_value": policy["model"] / max(len(fresh), 1),
+        "policy_capture": policy["capture"],
+        "mean_probability_biased": float(p[biased].mean()) if biased.any() else None,
+        "true_rate_biased": float(truth.loc[fresh["member_id"], "p_engage"].to_numpy(float)[biased].mean())
+        if biased.any() else None,
+    }
+
+
+__all__ = ["LoopSimulationError", "loop_simulate"]

@@ -1,0 +1,172 @@
+"""Outcomes, holdout, feedback examples, gate, promotion, rollback and the learning API."""
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from governance.models import AuditEvent
+from loyalty.definitions import EVENT_COLUMNS
+from loyalty.importers import import_csv
+from loyalty.models import Member
+from loyalty.simulator import program_write_db, simulate_program
+from recommendations.decisions import DecisionConflict, decision_record, decision_undo
+from recommendations.learning import (
+    gate_check,
+    holdout_member_pks,
+    labeled_examples_load,
+    learning_settings_get,
+    learning_settings_update,
+    model_version_retrain,
+)
+from recommendations.models import ModelVersion, Outcome, Recommendation, RecommendationStatus
+from recommendations.outcomes import decision_accuracy, holdout_lift
+from recommendations.runs import run_start
+from recommendations.services import model_version_train
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _import(frame: pd.DataFrame, path) -> None:
+    out = frame.copy()
+    out["occurred_at"] = pd.to_datetime(out["occurred_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    out["score"] = out["score"].astype("Int64")
+    out.to_csv(path, columns=EVENT_COLUMNS, index=False, float_format="%.2f")
+    assert import_csv(kind="events", source=path).succeeded
+
+
+def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_users, tmp_path):
+    admin, manager = role_users["admin"], role_users["senior_manager"]
+    learning_settings_update(actor=admin, values={"holdout_share": 0.2})
+    assert AuditEvent.objects.filter(action="learning.settings_update", new__holdout_share=0.2).exists()
+    program = simulate_program(members=600, seed=5)
+    program_write_db(program)
+    model_version_train(as_of=program.as_of, horizon_days=program.horizon_days)
+    run = run_start(as_of=program.as_of)
+    assert run.status == "succeeded"
+
+    # The holdout is recorded, never routed, never decidable; assignment is by pseudo_id hash.
+    recs = Recommendation.objects.filter(run=run)
+    held = set(recs.filter(holdout=True).values_list("member_id", flat=True))
+    assert held == holdout_member_pks(member_pks=recs.values_list("member_id", flat=True))
+    assert 0.1 < len(held) / recs.count() < 0.3
+    assert set(recs.filter(holdout=True).values_list("status", flat=True)) == {RecommendationStatus.HOLDOUT}
+    a_held = recs.filter(holdout=True).first()
+    with pytest.raises(DecisionConflict):
+        decision_record(recommendation_id=a_held.pk, actor=manager, action="approve")
+
+    open_recs = list(recs.filter(status__in=["pending", "escalated"], offer__isnull=False).order_by("pk")[:3])
+    approved, overridden, undone = open_recs
+    decision_record(recommendation_id=approved.pk, actor=manager, action="approve", label_engaged=True)
+    other = "D10" if overridden.offer.code != "D10" else "B500"
+    decision_record(recommendation_id=overridden.pk, actor=manager, action="override", chosen_offer_code=other,
+                    reason_code="model_wrong", reason_text="member buys in store", label_engaged=False)
+    wrong = decision_record(recommendation_id=undone.pk, actor=manager, action="approve", label_engaged=True)
+    decision_undo(decision_id=wrong.pk, actor=manager)
+
+    # The campaign system sends the decided offers; the approved one is redeemed.
+    ids = dict(Member.objects.filter(pk__in=[approved.member_id, overridden.member_id]).values_list("pk", "member_id"))
+    sent_at = pd.Timestamp(program.as_of, tz="UTC") + pd.Timedelta(days=1, hours=9)
+    base = {"amount": 0.0, "points": 0, "quantity": 0, "duration_seconds": 0, "score": np.nan, "comment": ""}
+    offers = pd.DataFrame([
+        {"member_id": ids[approved.member_id], "occurred_at": sent_at, "kind": "offer_sent",
+         "offer_code": approved.offer.code, **base},
+        {"member_id": ids[approved.member_id], "occurred_at": sent_at + pd.Timedelta(days=3),
+         "kind": "offer_redeemed", "offer_code": approved.offer.code, **base},
+        {"member_id": ids[overridden.member_id], "occurred_at": sent_at, "kind": "offer_sent",
+         "offer_code": other, **base},
+    ])
+    _import(pd.concat([program.future_events, offers], ignore_index=True), tmp_path / "later.csv")
+
+    # The import's hook joined the outcomes (the task ran in-process on commit).
+    assert Outcome.objects.filter(run=run).count() == recs.count()
+    assert not Outcome.objects.filter(run=run, engaged__isnull=True).exists()
+    truth = program.ground_truth.set_index("member_id")["engaged"]
+    joined = Outcome.objects.filter(run=run).values_list("member__member_id", "engaged")
+    assert all(bool(truth[mid]) == engaged for mid, engaged in joined)
+    o = {r: Outcome.objects.get(recommendation_id=r.pk) for r in open_recs}
+    assert (o[approved].decision_action, o[approved].decided_offer_code, o[approved].responded) == (
+        "approve", approved.offer.code, True)
+    assert (o[overridden].decision_action, o[overridden].decided_offer_code, o[overridden].responded) == (
+        "override", other, False)
+    assert o[undone].decision_id is None and o[undone].responded is None
+
+    report = decision_accuracy(run_id=run.pk)
+    assert report["per_manager"]["senior_manager"]["decisions"] == 2
+    assert report["per_manager"]["senior_manager"]["overrides"] == 1
+    assert report["per_model"][str(run.model_version_id)]["auc"] > 0.6
+    lift = holdout_lift(run_id=run.pk)
+    assert (lift["n_treated"], lift["n_holdout"] > 20) == (2, True)
+    assert lift["low"] <= lift["lift"] <= lift["high"]
+
+    # Feedback examples: realized outcomes label everyone; the undone decision labels nothing.
+    examples = labeled_examples_load()
+    rows = pd.concat([examples.train, examples.evaluation])
+    assert set(rows.loc[rows["engaged"].notna(), "source"]) == {"outcome"}
+    assert rows.loc[rows["recommendation_id"] == undone.pk, "label_offer_code"].isna().all()
+    response = rows[rows["responded"].notna()].set_index("recommendation_id")
+    assert response.loc[approved.pk, "responded"] == 1
+    assert response.loc[overridden.pk, "weight"] == learning_settings_get().override_weight
+
+
+def test_gate_rejects_a_worse_challenger_and_passes_within_tolerance(db):
+    cfg = learning_settings_get()
+    champion = {"auc": 0.80, "brier": 0.18, "coverage": 0.88, "policy_agreement": 0.6,
+                "fairness": {"region": {"dp_excess": 0.02, "eo_difference": 0.05}}}
+    close = {"auc": 0.795, "brier": 0.185, "coverage": 0.86, "policy_agreement": 0.59,
+             "fairness": {"region": {"dp_excess": 0.03, "eo_difference": 0.07}}}
+    assert gate_check({"champion": champion, "challenger": close}, cfg) == (True, [])
+    worse = {"auc": 0.75, "brier": 0.25, "coverage": 0.6, "policy_agreement": 0.4,
+             "fairness": {"region": {"dp_excess": 0.02, "eo_difference": 0.20}}}
+    passed, reasons = gate_check({"champion": champion, "challenger": worse}, cfg)
+    assert not passed
+    assert [r.split(":")[0] for r in reasons] == [
+        "auc", "brier", "coverage", "policy_agreement", "eo_difference by region"]
+
+
+def test_retrain_promote_rollback_and_settings_api(artifacts, eager_celery, role_users, client):
+    program = simulate_program(members=400, seed=9)
+    program_write_db(program)
+    v1 = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days)
+
+    # Retraining without feedback: the gate falls back to the models' own holdouts; with
+    # auto-promotion off the challenger stays a candidate with the reason.
+    learning_settings_update(actor=role_users["admin"], values={"auto_promote": False})
+    result = model_version_retrain(actor=role_users["admin"], as_of=program.as_of)
+    v2 = ModelVersion.objects.get(pk=result["model_version"])
+    assert v2.status == "candidate" and not result["promoted"]
+    assert "own holdouts" in v2.metrics["gate"]["basis"]
+    assert "promotion left to an admin" in v2.status_history[-1]["reason"]
+
+    client.force_login(role_users["manager"])
+    assert client.post(f"/api/models/{v2.pk}/promote/").status_code == 403
+    assert client.post("/api/models/retrain/").status_code == 403
+    assert client.patch("/api/models/learning-settings/", {"override_weight": 5},
+                        content_type="application/json").status_code == 403
+
+    client.force_login(role_users["admin"])
+    response = client.post(f"/api/models/{v2.pk}/promote/", {"reason": "checked by hand"},
+                           content_type="application/json")
+    assert response.status_code == 200 and response.json()["status"] == "champion"
+    assert client.post(f"/api/models/{v2.pk}/promote/").status_code == 409
+    response = client.post(f"/api/models/{v1.pk}/rollback/", {"reason": "v2 misbehaves"},
+                           content_type="application/json")
+    assert response.status_code == 200 and response.json()["status"] == "champion"
+    v2.refresh_from_db()
+    assert v2.status == "retired"
+    assert AuditEvent.objects.filter(action="model.rollback", object_id=str(v1.pk),
+                                     new__reason="v2 misbehaves").exists()
+    assert client.post(f"/api/models/{v2.pk}/rollback/").status_code == 409  # newer: promote instead
+    assert client.post("/api/models/999/rollback/").status_code == 404
+
+    response = client.patch("/api/models/learning-settings/", {"override_weight": 5, "auto_promote": True},
+                            content_type="application/json")
+    assert response.status_code == 200 and response.json()["override_weight"] == 5
+    assert AuditEvent.objects.filter(action="learning.settings_update", old__override_weight=3.0).exists()
+
+    before = ModelVersion.objects.count()
+    assert client.post("/api/models/retrain/").status_code == 202
+    assert ModelVersion.objects.count() == before + 1  # the task ran in-process on commit
+    assert AuditEvent.objects.filter(action="model.retrain_requested").exists()
+    assert program.as_of + timedelta(days=1) > ModelVersion.objects.first().as_of
