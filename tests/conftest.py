@@ -12,6 +12,30 @@ from django.conf import settings
 from loyalty.workers import WorkerProcess
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # role_users hashes four passwords per test; PBKDF2 would dominate the role tests' time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Queue counts and member features are cached: no test sees another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def world(db, role_users):
+    """A small desk world (tests/desk/factories.py): offers, a model, members and open items."""
+    from tests.desk.factories import build_world
+
+    return build_world()
+
+
 @pytest.fixture
 def role_users(db) -> dict:
     """One user per role, named after the role; password 'pw-<role>'."""
