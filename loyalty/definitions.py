@@ -17,6 +17,10 @@ import pyarrow.compute as pc
 ENGAGEMENT_EVENT_KIND = "purchase"
 DEFAULT_HORIZON_DAYS = 90
 
+# The program's tier rule: trailing 12-month spend that qualifies for the next tier
+# (platinum has none). The simulator plays by it and the features measure against it.
+TIER_NEXT_SPEND = {"bronze": 250.0, "silver": 550.0, "gold": 1100.0, "platinum": float("inf")}
+
 # An offer_sent counts as a response when an offer_redeemed with the same offer code
 # follows within this many days.
 RESPONSE_WINDOW_DAYS = 14

@@ -69,6 +69,7 @@ from loyalty.definitions import (
     MEMBER_COLUMNS,
     OFFER_COLUMNS,
     RESPONSE_WINDOW_DAYS,
+    TIER_NEXT_SPEND,
     event_fingerprints,
 )
 from loyalty.pii import encrypt_series
@@ -88,7 +89,7 @@ TIER_PURCHASE_RATE = np.array([0.012, 0.02, 0.03, 0.045])
 TIER_BASKET = np.array([30.0, 42.0, 60.0, 90.0])
 TIER_POINTS_PER_UNIT = np.array([1.0, 1.25, 1.5, 2.0])
 # Trailing 12-month spend that qualifies for the NEXT tier (platinum has none).
-TIER_NEXT_THRESHOLD = np.array([250.0, 550.0, 1100.0, np.inf])
+TIER_NEXT_THRESHOLD = np.array([TIER_NEXT_SPEND[str(tier)] for tier in TIERS])
 CONSENT_SHARE = 0.93
 
 OFFERS = pd.DataFrame(

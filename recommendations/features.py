@@ -36,12 +36,9 @@ import numpy as np
 import pandas as pd
 
 # loyalty.definitions has no Django imports: the label definitions are shared, not copied.
-from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS
+from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS, TIER_NEXT_SPEND
 
 TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2, "platinum": 3}
-# The program's tier rules (loyalty.simulator uses the same): trailing 12-month spend that
-# qualifies for the next tier; platinum has none.
-TIER_NEXT_SPEND = {"bronze": 250.0, "silver": 550.0, "gold": 1100.0, "platinum": np.inf}
 NO_HISTORY_DAYS = 730.0  # "days since" value for a member with no such event on record
 DAY_NS = 86_400 * 10**9
 
@@ -355,18 +352,8 @@ def engagement_labels(members: pd.DataFrame, events: pd.DataFrame, as_of, horizo
 
     Indexed by member pk, in the order of ``members`` (loyalty.definitions: engaged).
     """
-    start = _as_utc(as_of)
-    end = start + pd.Timedelta(days=horizon_days)
-    index = pd.Index(members["pk"].to_numpy(), name="member_pk")
-    if not len(events):
-        return pd.Series(np.zeros(len(index), dtype=int), index=index, name="engaged")
-    t_ns = _event_times_ns(events)
-    mask = (
-        (events["kind"].to_numpy() == ENGAGEMENT_EVENT_KIND)
-        & (t_ns >= start.value) & (t_ns < end.value)
-    )
-    buyers = pd.unique(events["member_pk"].to_numpy()[mask])
-    return pd.Series(index.isin(buyers).astype(int), index=index, name="engaged")
+    counts = purchase_counts(members, events, as_of, horizon_days)
+    return (counts >= 1).astype(int).rename("engaged")
 
 
 def purchase_counts(members: pd.DataFrame, events: pd.DataFrame, as_of, horizon_days: int) -> pd.Series:
