@@ -133,6 +133,12 @@ FEATURE_SPEC: list[FeatureSpec] = [
     ),
 ]
 FEATURE_NAMES: list[str] = [spec.name for spec in FEATURE_SPEC]
+# The features read from comment text (bench compares models with and without them; the desk
+# shows the comments behind them).
+TEXT_FEATURES: frozenset[str] = frozenset({
+    "comments_365d", "comment_sentiment_90d", "comment_sentiment_trend",
+    "negative_comment_share_365d", "days_since_negative_comment",
+})
 FEATURE_BY_NAME: dict[str, FeatureSpec] = {spec.name: spec for spec in FEATURE_SPEC}
 
 
