@@ -31,7 +31,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from recommendations.features import FEATURE_NAMES, TEXT_FEATURES, build_features, frames_from_program
+from recommendations.features import (
+    FEATURE_NAMES,
+    TEXT_FEATURES,
+    build_features,
+    frames_from_program,
+)
 from recommendations.scoring import OfferTerms, policy_report, score_features
 from recommendations.training import (
     _engagement_model,
