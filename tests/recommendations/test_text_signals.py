@@ -143,3 +143,30 @@ def test_bench_reports_auc_with_and_without_text() -> None:
     assert results["mode"] == "embedded"
     assert 0.5 < results["auc_without_text"] < 1 and 0.5 < results["auc_with_text"] < 1
     assert results["text_auc_members"] > 100
+
+
+@pytest.mark.django_db
+def test_loaders_score_feedback_comments_only_and_keep_no_text() -> None:
+    from datetime import UTC, date, datetime
+
+    from loyalty.models import Event, Member
+    from recommendations.selectors import _frames_orm, _frames_sql
+
+    member = Member.objects.create(member_id="TXT1", consent_profiling=True)
+    rows = [
+        ("feedback", datetime(2024, 6, 1, tzinfo=UTC), "The staff is excellent, thanks."),
+        ("feedback", datetime(2024, 6, 2, tzinfo=UTC), ""),
+        # A comment on another kind of event is never read (nor decrypted).
+        ("purchase", datetime(2024, 6, 3, tzinfo=UTC), "Terrible, awful, the worst."),
+        ("feedback", datetime(2024, 7, 2, tzinfo=UTC), "Terrible, awful, the worst."),  # after as_of
+    ]
+    for i, (kind, at, text) in enumerate(rows):
+        Event.objects.create(member=member, kind=kind, occurred_at=at, comment=text, fingerprint=f"txt-{i}")
+    expected = comment_sentiments(["The staff is excellent, thanks."])[0]
+    for load in (_frames_sql, _frames_orm):
+        _, events = load(as_of=date(2024, 7, 1), pk_from=None, pk_to=None, consenting_only=True, pks=None)
+        events = events.sort_values("occurred_at")
+        assert events["kind"].tolist() == ["feedback", "feedback", "purchase"], load.__name__
+        assert events["sentiment"].iloc[0] == pytest.approx(expected) and expected > 0.5
+        assert events["sentiment"].iloc[1:].isna().all()
+        assert not {"comment", "comment_token", "feedback_comment"} & set(events.columns)
