@@ -33,6 +33,7 @@ from recommendations.models import (
     Recommendation,
     RecommendationStatus,
 )
+from recommendations.selectors import as_of_instant
 from recommendations.text import comment_sentiments, sentiment_label, shorten
 
 User = AbstractBaseUser | AnonymousUser
@@ -493,6 +494,7 @@ def with_filters(filters: QueueFilters, **changes: Any) -> QueueFilters:
 class DetailRow(QueueRow):
     features: list[dict] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    recent_comments: list[dict] = field(default_factory=list)
 
 
 def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRow:
@@ -506,4 +508,5 @@ def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRo
         **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons")},
         features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         decisions=decision_history(recommendation_id=rec.pk),
+        recent_comments=member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),
     )

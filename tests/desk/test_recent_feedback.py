@@ -108,3 +108,15 @@ def test_member_without_comments_gets_a_plain_note(commented_rec, role_users):
     Event.objects.filter(member=commented_rec.member).delete()
     status, html = _page(role_users, "manager", commented_rec)
     assert status == 200 and "No feedback comments before 2026-10-01." in html
+
+
+def test_api_detail_lists_the_same_recent_feedback(commented_rec, role_users):
+    client = Client()
+    client.force_login(role_users["manager"])
+    body = client.get(f"/api/recommendations/{commented_rec.pk}/").json()
+    feedback = body["recent_feedback"]
+    assert [c["sentiment"] for c in feedback] == ["negative", "neutral", "positive"]
+    assert feedback[0]["text"].endswith("…") and len(feedback[0]["text"]) <= 140
+    assert feedback[1]["text"] == "Checkout has not changed much." and feedback[1]["score"] == 0.0
+    assert all(c["at"] < "2026-10-01" for c in feedback)
+    assert "recent feedback has been negative" in [d["text"] for d in body["drivers"]]
