@@ -170,3 +170,15 @@ def test_loaders_score_feedback_comments_only_and_keep_no_text() -> None:
         assert events["sentiment"].iloc[0] == pytest.approx(expected) and expected > 0.5
         assert events["sentiment"].iloc[1:].isna().all()
         assert not {"comment", "comment_token", "feedback_comment"} & set(events.columns)
+
+
+def test_text_features_are_what_if_sliders_but_never_recourse() -> None:
+    from recommendations.features import FEATURE_BY_NAME
+    from recommendations.whatif import lock_reason
+
+    for name in TEXT_FEATURES:
+        spec = FEATURE_BY_NAME[name]
+        # A manager may ask "what if their feedback had been positive?" ...
+        assert lock_reason(name) == "" and spec.min < spec.max
+        # ... but no recourse hint tells anyone to change what a member said.
+        assert not spec.actionable and not spec.protected
