@@ -272,6 +272,19 @@ def _quality(run_id: int, program, results: dict) -> None:
     })
 
 
+def _text_signal(program, results: dict, *, seed: int) -> None:
+    """Engagement AUC with and without the comment features, on the same split and members."""
+    from recommendations.quality import text_signal_auc
+
+    text = text_signal_auc(program, seed=seed)
+    results.update({
+        "auc_with_text": round(text["auc_with_text"], 4),
+        "auc_without_text": round(text["auc_without_text"], 4),
+        "text_auc_members": text["text_auc_members"],
+        "members_with_comments": round(text["members_with_comments"], 4),
+    })
+
+
 def _bare_rate(model_version, as_of, results: dict, sample_members: int = 20_000) -> pd.DataFrame:
     """predict + interval + SHAP + every offer on in-memory arrays: the ceiling for workers."""
     from loyalty.models import Member
@@ -335,6 +348,8 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     run_id = _run_scoring(options, as_of=program.as_of, mode=mode, results=results, log=log)
     _chunk_profile(run_id=run_id, results=results, log=log)
     _quality(run_id, program, results)
+    with _timed(results, "text_auc_s", log):
+        _text_signal(program, results, seed=options.seed)
     features = _bare_rate(model, program.as_of, results)
     # End to end (database in and out, queue, workers) against one process scoring in-memory arrays.
     results["bare_ratio"] = round(results["recs_per_s"] / results["bare_recs_per_s"], 3)
@@ -428,6 +443,9 @@ LABELS = [
     ("members", "members", ""),
     ("auc", "engagement AUC (model)", ""),
     ("bayes_auc", "Bayes-optimal AUC (simulator truth)", ""),
+    ("auc_with_text", "engagement AUC, same split, with comment features", ""),
+    ("auc_without_text", "engagement AUC, same split, without comment features", ""),
+    ("members_with_comments", "share of members with a comment in the year", ""),
     ("coverage_90", "90% interval coverage of true probability", ""),
     ("interval_width_mean", "mean interval width", ""),
     ("policy_capture", "policy value / oracle", ""),

@@ -32,9 +32,11 @@ The latent process (per member, on a daily grid, vectorized over blocks of membe
 * feedback events carry a 1-5 ``score`` that reflects the change of ``r`` over the past
   four weeks and its level (never the future); half of them have a short free-text
   ``comment`` whose sentiment (positive / neutral / negative) follows the same signal;
-* the day a decline starts, the member complains (score 1-2, lower for a steeper decline,
-  negative comment) with probability TURN_FEEDBACK_SHARE; the day a recovery starts, they
-  praise (score 4-5): the onset of a trajectory change is visible in the history.
+* the day a decline starts, the member complains (a negative comment; with probability
+  TURN_SCORED_SHARE also a score 1-2, lower for a steeper decline) with probability
+  TURN_FEEDBACK_SHARE; the day a recovery starts, they praise (positive comment, sometimes
+  a score 4-5): the onset of a trajectory change is visible in the history, mostly in words,
+  so the text of comments carries signal the numbers alone do not.
 
 Offers and historical exposures: each member receives EXPOSURES (2-5) offers at random times, with the
 offer chosen uniformly at random (a randomized campaign, so responses are unconfounded).
@@ -107,16 +109,18 @@ KINDS = np.array(["purchase", "redemption", "session", "feedback", "offer_sent",
 K_PURCHASE, K_REDEMPTION, K_SESSION, K_FEEDBACK, K_SENT, K_REDEEMED = range(6)
 
 # Comments are built from word lists: (opener, subject, phrase) with a sentiment class.
-_OPENERS = ["", "Honestly, ", "Lately ", "This month ", "To be fair, "]
-_SUBJECTS = ["the app", "the rewards", "checkout", "the staff", "the points program", "the offers"]
+# Openers and subjects carry no sentiment of their own (no "honestly", "fair", "rewards": a
+# lexicon model scores those words as positive), so a comment's tone is its phrase's.
+_OPENERS = ["", "Frankly, ", "Lately ", "This month ", "Recently "]
+_SUBJECTS = ["the app", "the member card", "checkout", "the staff", "the points program", "the offers"]
 _PHRASES = {
     "positive": [
         "is great", "feels really rewarding", "works perfectly", "is excellent, thanks",
         "made me happy", "keeps getting better", "is very helpful",
     ],
-    "neutral": ["is okay", "is fine I guess", "has not changed much", "is as expected"],
+    "neutral": ["is average", "is so-so", "has not changed much", "is as expected"],
     "negative": [
-        "is frustrating", "feels like a waste of time", "keeps failing", "is disappointing",
+        "is frustrating", "is a waste of time", "keeps failing", "is disappointing",
         "is terrible now", "is getting worse", "is slow and annoying",
     ],
 }
@@ -241,6 +245,8 @@ EXPOSURES = (2, 5)
 FEEDBACK_RATE = 0.002
 # Share of declines / recoveries whose first day brings a complaint / praise (feedback).
 TURN_FEEDBACK_SHARE = 0.8
+# Share of those that come with a 1-5 score; the others are a comment only.
+TURN_SCORED_SHARE = 0.3
 # Monte Carlo paths per member for p_engage (antithetic pairs): its error is ~0.003.
 TRUTH_PATHS = 128
 
@@ -478,7 +484,8 @@ def _simulate_block(
     # time): a complaint (score 1-2, the steeper the decline the lower) on the day a decline
     # starts, praise (score 4-5) on the day a recovery starts.
     turn = (decliner | recoverer) & (onset < days) & (onset >= np.maximum(join_day, 0))
-    turn &= rng.random(n) < TURN_FEEDBACK_SHARE
+    u_turn = rng.random(n)
+    turn &= u_turn < TURN_FEEDBACK_SHARE
     tm = np.nonzero(turn)[0]
     td = np.floor(onset[tm]).astype(np.int64)
     steep = (slope[tm] - SLOPE_RANGE[0]) / (SLOPE_RANGE[1] - SLOPE_RANGE[0])
@@ -488,6 +495,10 @@ def _simulate_block(
         np.clip(np.round(2.3 - steep + rng.normal(0, 0.25, len(tm))), 1, 2),
         np.clip(np.round(4.2 + 0.6 * steep + rng.normal(0, 0.25, len(tm))), 4, 5),
     )
+    # Most of these are told in words (a support message, a review), not as a rating: only
+    # TURN_SCORED_SHARE of them carry a score, so the comment is where the turn shows.
+    # (u_turn is reused, uniform below TURN_FEEDBACK_SHARE: no extra draw shifts the stream.)
+    t_score = np.where(u_turn[tm] < TURN_FEEDBACK_SHARE * TURN_SCORED_SHARE, t_score, np.nan)
     t_comment = np.where(
         worse,
         rng.integers(*_COMMENT_RANGES["negative"], len(tm)),

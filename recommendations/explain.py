@@ -54,6 +54,7 @@ def describe_drivers(
 
     values = np.asarray(feature_values, dtype=float)
     shap_row = np.asarray(shap_row, dtype=float)
+    by_name = dict(zip(feature_names, values.tolist(), strict=False))
     order = np.argsort(-np.abs(shap_row), kind="stable")
     drivers = []
     for i in order[:top]:
@@ -61,7 +62,9 @@ def describe_drivers(
             continue
         name = feature_names[i]
         spec = FEATURE_BY_NAME.get(name)
-        text = spec.text.format(value=values[i]) if spec else f"{name} = {values[i]:g}"
+        text = _comment_words(name, values[i], comments=by_name.get("comments_365d", 1.0))
+        if text is None:
+            text = spec.text.format(value=values[i]) if spec else f"{name} = {values[i]:g}"
         drivers.append({
             "feature": name,
             "text": text,
@@ -70,3 +73,31 @@ def describe_drivers(
             "value": float(values[i]),
         })
     return drivers
+
+
+def _comment_words(name: str, value: float, *, comments: float) -> str | None:
+    """Plain words for a text feature (recommendations.features.TEXT_FEATURES), else None.
+
+    The numbers behind them (a mean VADER score, a difference of means) mean little to a
+    manager; the direction does. ``comments``: the member's comment count in the year, so
+    "no comments" is not mistaken for "neutral comments".
+    """
+    from recommendations.features import NO_HISTORY_DAYS
+    from recommendations.text import sentiment_label
+
+    if name == "comment_sentiment_90d":
+        if comments <= 0 and value == 0:
+            return "no feedback comments recently"
+        return f"recent feedback has been {sentiment_label(value)}"
+    if name == "comment_sentiment_trend":
+        words = {"negative": "more negative comments than usual", "positive": "more positive comments than usual"}
+        return words.get(sentiment_label(value), "comments as positive or negative as usual")
+    if name == "negative_comment_share_365d":
+        if comments <= 0:
+            return "no feedback comments in a year"
+        return "no negative comments in a year" if value == 0 else f"{value:.0%} of the year's comments were negative"
+    if name == "days_since_negative_comment":
+        return "no negative comment on record" if value >= NO_HISTORY_DAYS else f"last negative comment {value:.0f} days ago"
+    if name == "comments_365d" and value <= 0:
+        return "no feedback comments in a year"
+    return None

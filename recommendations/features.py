@@ -8,7 +8,10 @@ No Django here. Input frames (the selectors and the simulator adapter produce th
   may be present; they are never read here (see below).
 - ``events``: one row per event with ``member_pk`` (int, = members.pk), ``occurred_at``
   (tz-aware UTC Timestamp), ``kind`` (loyalty.models.EventKind values), ``amount``,
-  ``points``, ``duration_seconds``, ``score`` (float or NaN), ``offer_code`` (str).
+  ``points``, ``duration_seconds``, ``score`` (float or NaN), ``offer_code`` (str) and
+  ``sentiment``: the VADER compound score of a feedback comment (recommendations.text),
+  NaN when the event has no comment. Loaders decrypt and score comments of feedback events
+  only and keep the score, never the text; without the column there are no text signals.
 
 Only events with ``occurred_at < as_of`` are read (strictly before), so a feature row for
 ``as_of`` is exactly what was knowable at that instant. ``points_balance`` must be the
@@ -37,6 +40,7 @@ import pandas as pd
 
 # loyalty.definitions has no Django imports: the label definitions are shared, not copied.
 from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS, TIER_NEXT_SPEND
+from recommendations.text import NEGATIVE_AT, comment_sentiments
 
 TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2, "platinum": 3}
 NO_HISTORY_DAYS = 730.0  # "days since" value for a member with no such event on record
@@ -114,8 +118,27 @@ FEATURE_SPEC: list[FeatureSpec] = [
     FeatureSpec("offers_received_365d", "received {value:.0f} offers in a year", 0, 100),
     FeatureSpec("offer_response_rate", "responded to {value:.0%} of past offers", 0, 1),
     FeatureSpec("days_since_offer", "last offer {value:.0f} days ago", 0, NO_HISTORY_DAYS),
+    # Text signals: VADER sentiment of feedback comments (recommendations.text; -1 .. +1).
+    FeatureSpec("comments_365d", "left {value:.0f} feedback comments in a year", 0, 50),
+    FeatureSpec(
+        "comment_sentiment_90d", "tone of comments in 90 days {value:+.2f} (-1 negative .. +1 positive, 0 = none)",
+        -1, 1,
+    ),
+    FeatureSpec(
+        "comment_sentiment_trend", "comment tone last 90 days vs the 275 before: {value:+.2f}", -2, 2,
+    ),
+    FeatureSpec("negative_comment_share_365d", "{value:.0%} of the year's comments were negative", 0, 1),
+    FeatureSpec(
+        "days_since_negative_comment", "last negative comment {value:.0f} days ago", 0, NO_HISTORY_DAYS,
+    ),
 ]
 FEATURE_NAMES: list[str] = [spec.name for spec in FEATURE_SPEC]
+# The features read from comment text (bench compares models with and without them; the desk
+# shows the comments behind them).
+TEXT_FEATURES: frozenset[str] = frozenset({
+    "comments_365d", "comment_sentiment_90d", "comment_sentiment_trend",
+    "negative_comment_share_365d", "days_since_negative_comment",
+})
 FEATURE_BY_NAME: dict[str, FeatureSpec] = {spec.name: spec for spec in FEATURE_SPEC}
 
 
@@ -272,6 +295,9 @@ def build_features(
     out["days_since_complaint"] = np.minimum(min_days(scored & (score <= 2)), NO_HISTORY_DAYS)
     out["days_since_praise"] = np.minimum(min_days(scored & (score >= 4)), NO_HISTORY_DAYS)
 
+    sentiment = ev["sentiment"].to_numpy(dtype=float) if "sentiment" in ev else np.full(len(ev), np.nan)
+    out.update(_comment_features(pos, days, (kind == "feedback") & ~np.isnan(sentiment), sentiment, n, scale[365]))
+
     out["points_balance"] = members["points_balance"].fillna(0).to_numpy(dtype=float)
     tenure = _date_days_before(members["joined_at"], as_of)
     out["tenure_days"] = np.clip(np.nan_to_num(tenure, nan=0.0), 0.0, None)
@@ -306,6 +332,42 @@ def build_features(
 
     frame = pd.DataFrame({name: out[name] for name in FEATURE_NAMES}, index=index)
     return frame.astype(float)
+
+
+def _comment_features(
+    pos: np.ndarray, days: np.ndarray, commented: np.ndarray, sentiment: np.ndarray, n: int, year_scale: float
+) -> dict[str, np.ndarray]:
+    """Text signals from the VADER compound score of each feedback comment (``sentiment``).
+
+    Tone of the last 90 days, its change against the 90-365 days before (0 when either window
+    has no comment), the share of negative comments in the year and the days since the last
+    one. A member without comments reads as neutral (0); ``comments_365d`` tells them apart.
+    """
+    def per_member(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = None if weights is None else weights[mask]
+        return np.bincount(pos[mask], weights=w, minlength=n).astype(float)
+
+    def mean(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = per_member(mask)
+        total = per_member(mask, np.nan_to_num(sentiment))
+        return np.divide(total, count, out=np.zeros(n), where=count > 0), count
+
+    recent, older = commented & (days <= 90), commented & (days > 90) & (days <= 365)
+    recent_mean, recent_n = mean(recent)
+    older_mean, older_n = mean(older)
+    year_n = recent_n + older_n
+    negative = commented & (sentiment <= NEGATIVE_AT)
+    last_negative = np.full(n, np.inf)
+    np.minimum.at(last_negative, pos[negative], days[negative])
+    return {
+        "comments_365d": year_n * year_scale,
+        "comment_sentiment_90d": recent_mean,
+        "comment_sentiment_trend": np.where((recent_n > 0) & (older_n > 0), recent_mean - older_mean, 0.0),
+        "negative_comment_share_365d": np.divide(
+            per_member(negative & (days <= 365)), year_n, out=np.zeros(n), where=year_n > 0
+        ),
+        "days_since_negative_comment": np.minimum(last_negative, NO_HISTORY_DAYS),
+    }
 
 
 def offer_exposures(events: pd.DataFrame, as_of) -> pd.DataFrame:
@@ -392,4 +454,10 @@ def frames_from_program(members: pd.DataFrame, events: pd.DataFrame) -> tuple[pd
     if "score" in events:
         events["score"] = pd.to_numeric(events["score"], errors="coerce")
     events["offer_code"] = events["offer_code"].fillna("").astype(str)
+    if "comment" in events:
+        # Only feedback carries comments; the text becomes its score, as the loaders do.
+        feedback = (events["kind"] == "feedback").to_numpy()
+        events["sentiment"] = np.nan
+        events.loc[feedback, "sentiment"] = comment_sentiments(events.loc[feedback, "comment"])
+        events = events.drop(columns="comment")
     return members, events

@@ -33,6 +33,8 @@ from recommendations.models import (
     Recommendation,
     RecommendationStatus,
 )
+from recommendations.selectors import as_of_instant
+from recommendations.text import comment_sentiments, sentiment_label, shorten
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -453,6 +455,29 @@ def member_purchase_history(*, member_id: int, until: datetime | None = None, mo
     return [{"month": m, "purchases": counts.get(m, 0)} for m in month_starts]
 
 
+RECENT_COMMENTS = 3
+
+
+def member_recent_comments(*, member_id: int, before: datetime, limit: int = RECENT_COMMENTS) -> list[dict]:
+    """The member's latest feedback comments strictly before ``before`` (the run's as-of
+    instant: what the model saw), newest first, shortened, each with its VADER sentiment.
+
+    Comments are personal data: they are decrypted here for display and never logged.
+    """
+    rows = (
+        Event.objects.filter(member_id=member_id, kind=EventKind.FEEDBACK, occurred_at__lt=before)
+        .exclude(comment="")  # "" is stored as is (loyalty.pii): no decryption needed to skip it
+        .order_by("-occurred_at")
+        .values_list("occurred_at", "comment")[:limit]
+    )
+    rows = list(rows)
+    scores = comment_sentiments(text for _, text in rows)
+    return [
+        {"at": at, "text": shorten(text), "sentiment": sentiment_label(score), "score": float(score)}
+        for (at, text), score in zip(rows, scores, strict=True)
+    ]
+
+
 def decision_history(*, recommendation_id: int) -> list[Decision]:
     return list(
         Decision.objects.filter(recommendation_id=recommendation_id)
@@ -469,6 +494,7 @@ def with_filters(filters: QueueFilters, **changes: Any) -> QueueFilters:
 class DetailRow(QueueRow):
     features: list[dict] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    recent_comments: list[dict] = field(default_factory=list)
 
 
 def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRow:
@@ -482,4 +508,5 @@ def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRo
         **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons")},
         features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         decisions=decision_history(recommendation_id=rec.pk),
+        recent_comments=member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),
     )

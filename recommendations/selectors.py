@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import connection
+from django.db.models import Case, Value, When
 
 from loyalty.models import Event, Member, Offer
+from loyalty.pii import EncryptedTextField, decrypt
 from recommendations.models import ModelVersion
 from recommendations.scoring import OfferTerms
+from recommendations.text import comment_sentiments
 
 MEMBER_FIELDS = [
     "pk", "member_id", "birth_year", "gender", "region", "tier", "points_balance",
@@ -43,8 +46,10 @@ def member_frames_load(
 
     ``pks``, when given, further restricts the members to those primary keys (a training
     sample). consenting_only keeps members who consented to profiling; erased members are
-    never read. Events come back with ``member_pk`` (the members' pk) and tz-aware UTC
-    ``occurred_at``.
+    never read. Events come back with ``member_pk`` (the members' pk), tz-aware UTC
+    ``occurred_at`` and ``sentiment``: the VADER score of a feedback event's comment (NaN
+    without one). Only feedback events' comments are read and decrypted, and the text is
+    dropped once scored: the frames hold no comment text.
 
     On Postgres each frame is one query returning CSV text, parsed by pandas' C reader: no
     ORM instances or per-row Python tuples (a 10,000-member chunk has ~200,000 events).
@@ -76,9 +81,15 @@ def _frames_orm(
     members = pd.DataFrame.from_records(
         members_qs.order_by("pk").values_list(*MEMBER_FIELDS), columns=MEMBER_FIELDS
     )
+    # The comment of feedback events only (decrypted by the field), as "feedback_comment".
+    events_qs = events_qs.annotate(feedback_comment=Case(
+        When(kind="feedback", then="comment"), default=Value(""), output_field=EncryptedTextField()
+    ))
     events = pd.DataFrame.from_records(
-        events_qs.values_list(*EVENT_FIELDS).iterator(chunk_size=20_000), columns=EVENT_FIELDS
+        events_qs.values_list(*EVENT_FIELDS, "feedback_comment").iterator(chunk_size=20_000),
+        columns=[*EVENT_FIELDS, "feedback_comment"],
     ).rename(columns={"member_id": "member_pk"})
+    events["sentiment"] = comment_sentiments(events.pop("feedback_comment"))
     if pks is not None:
         members = members[members["pk"].isin(pks)].reset_index(drop=True)
         events = events[events["member_pk"].isin(pks)].reset_index(drop=True)
@@ -134,6 +145,8 @@ _EVENT_COLUMNS: list[tuple[str, str, Any]] = [
     ("kind", "e.kind", str), ("amount", "e.amount", "float64"), ("points", "e.points", "int64"),
     ("quantity", "e.quantity", "int64"), ("duration_seconds", "e.duration_seconds", "int64"),
     ("score", "e.score", "float64"), ("offer_code", "e.offer_code", str),
+    # Ciphertext of feedback comments only; other kinds never carry one worth reading.
+    ("comment_token", "CASE WHEN e.kind = 'feedback' THEN e.comment ELSE '' END", str),
 ]
 # A sample of pks is sent in slices: one array parameter per query, bounded in size.
 _PK_SLICE = 50_000
@@ -182,7 +195,17 @@ def _frames_sql(
     members["joined_at"] = pd.to_datetime(members["joined_at"], unit="D")
     members["consent_profiling"] = members["consent_profiling"].astype(bool)
     events.insert(1, "occurred_at", pd.to_datetime(events.pop("occurred_us"), unit="us", utc=True))
-    return members, events[["member_pk", *EVENT_FIELDS[1:]]]
+    events["sentiment"] = _token_sentiments(events.pop("comment_token"))
+    return members, events[["member_pk", *EVENT_FIELDS[1:], "sentiment"]]
+
+
+def _token_sentiments(tokens: pd.Series) -> np.ndarray:
+    """VADER score per encrypted comment (NaN when empty); only non-empty tokens are decrypted."""
+    out = np.full(len(tokens), np.nan)
+    present = (tokens.fillna("") != "").to_numpy()
+    if present.any():
+        out[present] = comment_sentiments(decrypt(token) for token in tokens[present])
+    return out
 
 
 def consenting_member_pks() -> np.ndarray:

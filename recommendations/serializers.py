@@ -124,6 +124,13 @@ class DecisionSerializer(serializers.ModelSerializer):
         return np.frombuffer(bytes(obj.shown_shap_values), dtype=np.float32).astype(float).tolist()
 
 
+class RecentCommentSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    text = serializers.CharField(help_text="shortened to 140 characters")
+    sentiment = serializers.ChoiceField(choices=["positive", "neutral", "negative"])
+    score = serializers.FloatField(help_text="VADER compound score, -1 .. 1")
+
+
 class QueueItemDetailSerializer(QueueItemSerializer):
     points_balance = serializers.IntegerField(source="rec.member.points_balance")
     as_of = serializers.DateField(source="rec.as_of")
@@ -132,6 +139,9 @@ class QueueItemDetailSerializer(QueueItemSerializer):
     features = FeatureContributionSerializer(many=True)
     model_metrics = serializers.DictField(source="rec.model_version.metrics")
     decisions = DecisionSerializer(many=True)
+    recent_feedback = RecentCommentSerializer(
+        source="recent_comments", many=True, help_text="the 3 newest comments before as_of, newest first"
+    )
 
 
 class DecideRequestSerializer(serializers.Serializer):

@@ -23,6 +23,7 @@ from recommendations.decisions import (
     decision_record,
     decision_undo,
 )
+from recommendations.features import TEXT_FEATURES
 from recommendations.models import Decision, Recommendation
 from recommendations.queue import (
     InvalidCursor,
@@ -33,6 +34,7 @@ from recommendations.queue import (
     feature_names,
     filter_choices,
     member_purchase_history,
+    member_recent_comments,
     override_offers,
     queue_page,
     queue_row,
@@ -42,6 +44,7 @@ from recommendations.queue import (
     recommendation_drivers,
     recommendation_get,
 )
+from recommendations.selectors import as_of_instant
 
 PAGE_SIZE = 50
 
@@ -120,13 +123,17 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     history = member_purchase_history(
         member_id=rec.member_id, until=_end_of(rec.as_of) if rec.as_of else timezone.now()
     )
+    drivers = recommendation_drivers(rec, names, top=3)
     recommended_code = rec.offer.code if rec.offer else None
     metrics = {k: v for k, v in (rec.model_version.metrics or {}).items() if not isinstance(v, dict | list)}
     context = {
         "rec": rec,
         "member": rec.member,
         "tenure": _tenure(rec.member.joined_at, rec.as_of),
-        "drivers": recommendation_drivers(rec, names, top=3),
+        "drivers": drivers,
+        # What the model read: comments before the run's as-of date only.
+        "recent_comments": member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),
+        "comments_drive": any(d["feature"] in TEXT_FEATURES for d in drivers),
         "features": [{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         "reasons": reason_texts(rec.route_reasons),
         "alternatives": sorted(rec.alternatives or [], key=lambda a: -float(a.get("ev", 0.0))),

@@ -152,3 +152,24 @@ def test_erasure_keeps_birth_year_as_coarse_copy(subject) -> None:
     member_erase(member_pk=subject["member"].pk, actor=None)
     erased = Member.objects.get(pk=subject["member"].pk)
     assert erased.birth_date is None and erased.birth_year == date(1979, 4, 2).year
+
+
+def test_erasure_removes_comments_from_text_features_and_the_desk(subject) -> None:
+    from recommendations.features import build_features
+    from recommendations.queue import member_recent_comments
+    from recommendations.selectors import as_of_instant, member_frames_load
+
+    member, as_of = subject["member"], date(2024, 4, 1)
+    members, events = member_frames_load(as_of=as_of, consenting_only=False)
+    before = build_features(members, events, as_of_instant(as_of)).loc[member.pk]
+    assert before["comments_365d"] == 1 and before["negative_comment_share_365d"] == 1  # the probe works
+    assert [c["sentiment"] for c in member_recent_comments(member_id=member.pk, before=as_of_instant(as_of))] == [
+        "negative"
+    ]
+
+    member_erase(member_pk=member.pk, actor=None)
+
+    members, events = member_frames_load(as_of=as_of, consenting_only=False)
+    assert member.pk not in set(members["pk"]) and member.pk not in set(events["member_pk"])
+    assert member_recent_comments(member_id=member.pk, before=as_of_instant(as_of)) == []
+    assert not Event.objects.filter(kind="feedback").exclude(comment="").exists()

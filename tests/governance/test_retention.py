@@ -68,3 +68,28 @@ def test_explicit_cutoff_arguments() -> None:
     result = events_purge_expired(retention_days=30, batch_size=10)
     assert result.deleted == 1 and result.batches == 1
     assert result.cutoff < timezone.now() - timedelta(days=29)
+
+
+def test_purged_comments_leave_the_text_features_and_the_desk(settings) -> None:
+    from recommendations.features import build_features
+    from recommendations.queue import member_recent_comments
+    from recommendations.selectors import member_frames_load
+
+    settings.LOYALTY_EVENT_RETENTION_DAYS = 365
+    member = Member.objects.create(member_id="RET3", consent_profiling=True)
+    now = timezone.now()
+    for i, (days, text) in enumerate([(400, "The app is terrible and slow."), (10, "The staff is great.")]):
+        Event.objects.create(member=member, occurred_at=now - timedelta(days=days), kind="feedback",
+                             comment=text, fingerprint=f"ret3-{i}")
+    tomorrow = (now + timedelta(days=1)).date()
+
+    def negative_days() -> float:
+        members, events = member_frames_load(as_of=tomorrow)
+        return build_features(members, events, now).loc[member.pk, "days_since_negative_comment"]
+
+    assert negative_days() < 401  # the expired complaint is still read
+    assert events_purge_expired().deleted == 1
+    assert negative_days() == 730  # "none on record"
+    shown = member_recent_comments(member_id=member.pk, before=now)
+    assert [c["text"] for c in shown] == ["The staff is great."]
+    assert not Event.objects.filter(member=member, occurred_at__lt=now - timedelta(days=365)).exists()

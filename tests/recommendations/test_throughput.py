@@ -57,7 +57,7 @@ def _same_frames(left: tuple[pd.DataFrame, pd.DataFrame], right: tuple[pd.DataFr
         a, b = events_a[column], events_b[column]
         if column == "occurred_at":
             assert (a.dt.tz_convert("UTC") == b.dt.tz_convert("UTC")).all()
-        elif column == "score":
+        elif column in ("score", "sentiment"):
             assert np.array_equal(a.to_numpy(float), b.to_numpy(float), equal_nan=True)
         else:
             assert a.tolist() == b.tolist(), column
