@@ -10,7 +10,7 @@ from recommendations.quality import quality_report
 KEYS = {
     "auc", "bayes_auc", "coverage_90", "interval_mean_width", "heldout_coverage_90",
     "policy_capture", "same_offer_capture", "random_capture", "policy_value",
-    "ev_coverage_90", "train_seconds", "rows_per_s", "score_rows_per_s", "feature_rows_per_s",
+    "response_coverage_90", "train_seconds", "rows_per_s", "score_rows_per_s", "feature_rows_per_s",
 }
 
 
