@@ -244,9 +244,9 @@ def _quality(run_id: int, program, results: dict) -> None:
 
     rows = pd.DataFrame.from_records(
         Recommendation.objects.filter(run_id=run_id).values_list(
-            "member__member_id", "probability", "p_low", "p_high", "offer__code"
+            "member__member_id", "probability", "p_low", "p_high", "offer__code", "alternatives"
         ),
-        columns=["member_id", "probability", "p_low", "p_high", "offer_code"],
+        columns=["member_id", "probability", "p_low", "p_high", "offer_code", "alternatives"],
     )
     truth = program.ground_truth.merge(rows, on="member_id", how="inner")
     offers_frame = program.offers.reset_index(drop=True)
@@ -260,11 +260,17 @@ def _quality(run_id: int, program, results: dict) -> None:
     chosen = truth["offer_code"].map(lambda c: index_of.get(c, -1) if isinstance(c, str) else -1)
     policy = policy_report(chosen.to_numpy(int), true_p, offers)
     covered = (truth["p_engage"] >= truth["p_low"]) & (truth["p_engage"] <= truth["p_high"])
+    # Response intervals: every (member, offer) pair scored, against the true p_response.
+    response_covered = [
+        alt["p_low"] <= true_p[i, index_of[alt["code"]]] <= alt["p_high"]
+        for i, alts in enumerate(truth["alternatives"]) for alt in alts if alt["code"] in index_of
+    ]
     results.update({
         "auc": round(float(roc_auc_score(truth["engaged"], truth["probability"])), 4),
         "bayes_auc": round(float(roc_auc_score(truth["engaged"], truth["p_engage"])), 4),
         "coverage_90": round(float(covered.mean()), 4),
         "interval_width_mean": round(float((truth["p_high"] - truth["p_low"]).mean()), 4),
+        "response_coverage_90": round(float(np.mean(response_covered)), 4) if response_covered else None,
         "policy_capture": round(float(policy["capture"]), 4),
         "policy_same_offer_capture": round(float(policy["same_offer_capture"]), 4),
         "policy_random_capture": round(float(policy["random_capture"]), 4),
@@ -448,6 +454,7 @@ LABELS = [
     ("members_with_comments", "share of members with a comment in the year", ""),
     ("coverage_90", "90% interval coverage of true probability", ""),
     ("interval_width_mean", "mean interval width", ""),
+    ("response_coverage_90", "response interval coverage of true response probability", ""),
     ("policy_capture", "policy value / oracle", ""),
     ("policy_same_offer_capture", "same offer for all / oracle", ""),
     ("policy_random_capture", "random offer / oracle", ""),

@@ -23,9 +23,9 @@ The latent process (per member, on a daily grid, vectorized over blocks of membe
   trajectory: ~30% of members start declining at a random time (some inside the horizon,
   which nobody could foresee), ~10% start in a dip and recover, the rest are stable;
 * purchase rate ``lambda0 * exp(r) * annual season * weekday profile`` after joining;
-* app sessions follow ``lambda0 * exp(r)`` closely (about 1.8 per purchase, little member
-  spread) and last longer when engaged (``duration_seconds`` ~ ``exp(r)``, modest noise):
-  the app is where engagement, and a change of it, shows between sparse purchases;
+* app sessions follow ``lambda0 * exp(r)`` closely (about 10 per purchase, roughly weekly
+  for a typical member, little member spread) and last longer when engaged
+  (``duration_seconds`` ~ ``exp(r)``, modest noise): the app is where engagement, and a change of it, shows between sparse purchases;
 * redemptions are driven by the points balance (path-dependent, simulated day by day over
   member vectors) and a per-member "points engagement"; redemption events carry the points
   spent as a NEGATIVE ``points`` value, purchases the points earned as a positive one;
@@ -231,8 +231,12 @@ ONSET_FROM = 0.25  # onsets are uniform on [ONSET_FROM * history_days, history +
 SLOPE_RANGE = (0.004, 0.018)
 OU_PHI, OU_SHOCK_SD, OU_START_SD = 0.97, 0.11, 0.45
 # App sessions per purchase (member spread around it), and how strongly session frequency and
-# duration follow engagement: the app is where a change of engagement shows first.
-SESSION_RATIO, SESSION_SPREAD, SESSION_ENGAGEMENT = 1.8, 0.2, 1.0
+# duration follow engagement: the app is where a change of engagement shows first. About ten
+# sessions per purchase (roughly weekly visits) make more of the latent engagement learnable
+# from the history: at 1.8 the model reached AUC 0.776 against a Bayes AUC of 0.837 (20k
+# members, seed 1), at 10 it reaches 0.803. It triples the event volume (~74 events per
+# member instead of ~24), which the loading and feature stages of scoring pay for.
+SESSION_RATIO, SESSION_SPREAD, SESSION_ENGAGEMENT = 10.0, 0.2, 1.0
 DURATION_ENGAGEMENT, DURATION_SD = 1.0, 0.3
 # Redemption: daily hazard rho * REDEEM_HAZARD * min(balance / REDEEM_SCALE, 3) * activity;
 # rewards of 1000, 500 or (small rewards, from REDEEM_SMALL points on) REDEEM_SMALL points.

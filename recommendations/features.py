@@ -461,3 +461,28 @@ def frames_from_program(members: pd.DataFrame, events: pd.DataFrame) -> tuple[pd
         events.loc[feedback, "sentiment"] = comment_sentiments(events.loc[feedback, "comment"])
         events = events.drop(columns="comment")
     return members, events
+
+
+def window_activity(members: pd.DataFrame, events: pd.DataFrame, start, days: int) -> pd.DataFrame:
+    """App activity in [start, start + days) per member pk: ``sessions`` (count) and
+    ``log_session_seconds`` (mean log duration, 0 without sessions).
+
+    Label-side, like ``purchase_counts``: it reads the window AFTER a snapshot and is used
+    only to judge predictions made at ``start`` in hindsight (training.EngagementInterval),
+    never as a model input.
+    """
+    begin = _as_utc(start)
+    end = begin + pd.Timedelta(days=days)
+    index = pd.Index(members["pk"].to_numpy(), name="member_pk")
+    n = len(index)
+    if not len(events):
+        return pd.DataFrame({"sessions": np.zeros(n), "log_session_seconds": np.zeros(n)}, index=index)
+    t_ns = _event_times_ns(events)
+    mask = (events["kind"].to_numpy() == "session") & (t_ns >= begin.value) & (t_ns < end.value)
+    pos = index.get_indexer(events["member_pk"].to_numpy()[mask])
+    log_dur = np.log(np.clip(events["duration_seconds"].to_numpy(dtype=float)[mask], 1.0, None))
+    ok = pos >= 0
+    sessions = np.bincount(pos[ok], minlength=n).astype(float)
+    total = np.bincount(pos[ok], weights=log_dur[ok], minlength=n)
+    mean = np.divide(total, sessions, out=np.zeros(n), where=sessions > 0)
+    return pd.DataFrame({"sessions": sessions, "log_session_seconds": mean}, index=index)

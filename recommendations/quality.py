@@ -14,10 +14,12 @@ compares with the ground truth the desk never sees:
 * ``policy_capture``: the true incremental value (sum of true p_response * value - cost) of
   the model's next best offers as a share of the oracle's (best offer by true response);
   ``same_offer_capture`` (best single offer for everyone) and ``random_capture`` likewise.
-* ``ev_coverage_90``: share of (member, offer) pairs whose true response probability lies in
-  the response interval (so the true EV lies in [ev_low, ev_high]).
 * ``text_signal_auc`` (a separate call): the engagement AUC with and without the comment
   features, two models trained alike on the same rows and compared on the same members.
+* ``response_coverage_90``: share of (member, offer) pairs whose true response probability
+  lies in the response interval (so the true EV lies in [ev_low, ev_high]). That interval
+  does not claim to cover it (training.IntervalCalibrator); the figure shows how far apart
+  "calibration range" and "this member's true probability" are.
 * timings: training seconds, scoring rows per second (features + probability + interval +
   SHAP + every offer's response).
 """
@@ -109,8 +111,8 @@ def quality_report(program: Any, *, algorithm: str = "hgb", seed: int = 0) -> di
         "same_offer_capture": float(policy["same_offer_capture"]),
         "random_capture": float(policy["random_capture"]),
         "policy_value": {k: float(policy[k]) for k in ("model", "oracle", "same_offer", "random")},
-        "ev_coverage_90": float(ev_covered.mean()),
-        "ev_coverage_by_offer": {c: float(ev_covered[:, j].mean()) for j, c in enumerate(codes)},
+        "response_coverage_90": float(ev_covered.mean()),
+        "response_coverage_by_offer": {c: float(ev_covered[:, j].mean()) for j, c in enumerate(codes)},
         "response_corr_by_offer": {
             c: float(np.corrcoef(resp[:, j, 0], true_resp[:, j])[0, 1]) for j, c in enumerate(codes)
         },

@@ -778,7 +778,8 @@ def run_evaluate(*, run_id: int, truth: pd.DataFrame) -> dict[str, Any]:
     did not score (no consent) are counted, not matched; ids not in the program are an error.
 
     Coverage follows the engine's definition of the interval (training.EngagementInterval):
-    it is a range for each member's TRUE engagement probability, so with p_engage it is the
+    it is meant to contain each member's TRUE engagement probability (its guarantee is for the
+    hindsight probability, an observable stand-in), so with p_engage it is the
     share of members whose p_engage lies in [p_low, p_high] (target ~0.90). One yes/no outcome
     per member cannot show where a member's true probability lies, so without p_engage the
     fallback is the engine's binned estimate (training.interval_coverage_binned: the share of

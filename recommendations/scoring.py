@@ -12,7 +12,9 @@ Offers whose code the response model never saw in training are scored by the def
 trained without any offer exposures has no response model: every offer is scored by the
 default policy and ``ScoredBatch.offer_policy == "default_policy"``.
 
-What the 90% interval means is documented in recommendations.training (``IntervalCalibrator``).
+What the intervals cover is documented in recommendations.training: ``EngagementInterval``
+(engagement probability, split-conformal 90%) and ``IntervalCalibrator`` (response probability
+and EV: Venn-ABERS calibration range, no per-member coverage claim).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class OfferTerms:
 class ModelBundle:
     feature_names: list[str]
     engagement_model: Any
-    engagement_interval: Any  # training.IntervalCalibrator
+    engagement_interval: Any  # training.EngagementInterval
     response_model: Any | None = None
     response_interval: Any | None = None
     offer_codes: list[str] = field(default_factory=list)  # codes seen in training exposures

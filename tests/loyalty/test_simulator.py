@@ -75,11 +75,14 @@ def test_frames_have_the_shared_columns_and_types(program: SimulatedProgram) -> 
     assert set(program.events["kind"]) == {
         "purchase", "redemption", "session", "feedback", "offer_sent", "offer_redeemed",
     }
-    # ~20-30 events per member between history and horizon
+    # ~70-80 events per member between history and horizon, most of them app sessions
+    # (about ten per purchase: the frequent signal of engagement between purchases).
     per_member = (len(program.events) + len(program.future_events)) / len(program.members)
-    assert 15 <= per_member <= 35
-    # Every event has its own fingerprint, the database's unique key.
+    assert 55 <= per_member <= 95
     both = pd.concat([program.events, program.future_events])
+    kinds = both["kind"].value_counts()
+    assert 8 <= kinds["session"] / kinds["purchase"] <= 12
+    # Every event has its own fingerprint, the database's unique key.
     assert event_fingerprints(both).is_unique
     feedback = program.events[program.events["kind"] == "feedback"]
     # A score of 1-5, or a comment alone (a complaint or praise told in words).

@@ -9,6 +9,7 @@ from recommendations.features import (
     engagement_labels,
     members_at,
     offer_exposures,
+    window_activity,
 )
 from tests.recommendations.synth import synth_frames
 
@@ -99,6 +100,24 @@ def test_label_window_is_half_open():
     assert engagement_labels(members, events, AS_OF, horizon).loc[7] == 0
     events = pd.DataFrame([_event(7, edge - pd.Timedelta(seconds=1), "session")])
     assert engagement_labels(members, events, AS_OF, horizon).loc[7] == 0
+
+
+def test_window_activity_reads_only_its_half_open_window():
+    # The interval's hindsight reads app sessions of [start, start + days) and nothing else.
+    members, _ = _hand_member()
+    edge = AS_OF + pd.Timedelta(days=30)
+    events = pd.DataFrame([
+        _event(7, AS_OF - pd.Timedelta(seconds=1), "session", duration_seconds=9999),
+        _event(7, AS_OF, "session", duration_seconds=100),
+        _event(7, edge - pd.Timedelta(seconds=1), "session", duration_seconds=400),
+        _event(7, edge, "session", duration_seconds=9999),
+        _event(7, AS_OF + pd.Timedelta(days=3), "purchase", amount=10.0),
+    ])
+    activity = window_activity(members, events, AS_OF, 30)
+    assert activity.loc[7, "sessions"] == 2
+    assert activity.loc[7, "log_session_seconds"] == pytest.approx((np.log(100) + np.log(400)) / 2)
+    quiet = window_activity(members, events.iloc[:1], AS_OF, 30)
+    assert quiet.loc[7, "sessions"] == 0 and quiet.loc[7, "log_session_seconds"] == 0
 
 
 def test_offer_exposures_only_closed_windows():

@@ -10,7 +10,7 @@ from recommendations.quality import quality_report
 KEYS = {
     "auc", "bayes_auc", "coverage_90", "interval_mean_width", "heldout_coverage_90",
     "policy_capture", "same_offer_capture", "random_capture", "policy_value",
-    "ev_coverage_90", "train_seconds", "rows_per_s", "score_rows_per_s", "feature_rows_per_s",
+    "response_coverage_90", "train_seconds", "rows_per_s", "score_rows_per_s", "feature_rows_per_s",
 }
 
 
@@ -24,7 +24,12 @@ def test_report_keys_and_sane_ranges(report: dict) -> None:
     assert 0.6 < report["auc"] <= report["bayes_auc"] + 0.03
     assert 0.7 < report["bayes_auc"] < 0.95
     assert 0.0 <= report["coverage_90"] <= 1.0 and 0.0 < report["interval_mean_width"] < 1.0
-    assert 0.0 <= report["heldout_coverage_90"] <= 1.0
+    # The conformal guarantee holds on held-out members (for the hindsight probability), and
+    # the interval contains most members' TRUE probability (2500 members: a loose band; bench
+    # measures it at 20k against 0.88-0.93).
+    assert 0.8 <= report["heldout_coverage_90"] <= 0.98
+    assert 0.75 <= report["coverage_90"] <= 0.99
+    assert 0.0 <= report["response_coverage_90"] <= 1.0
     assert report["policy_value"]["oracle"] > 0
     # The learned policy beats random offers; at this size it need not beat the best single offer.
     assert report["policy_capture"] > report["random_capture"]
