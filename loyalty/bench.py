@@ -61,10 +61,10 @@ def _admin_connect(url: str):
     return psycopg.connect(admin, autocommit=True)
 
 
-def fresh_database_url(url: str) -> str:
-    """Create (or recreate) `<name>_bench` next to the configured database; return its URL."""
+def fresh_database_url(url: str, suffix: str = "bench") -> str:
+    """Create (or recreate) `<name>_<suffix>` next to the configured database; return its URL."""
     parsed = urlparse(url)
-    name = f"{parsed.path.lstrip('/') or 'loyalty'}_bench"
+    name = f"{parsed.path.lstrip('/') or 'loyalty'}_{suffix}"
     with _admin_connect(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
