@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -79,6 +80,7 @@ class ImportUploadView(APIView):
                                  "also batch_id, status, counts and `errors` (row, column, message)"),
             403: ERRORS[403],
             404: ERRORS[404],
+            413: OpenApiResponse(ErrorSerializer, description="file over LOYALTY_IMPORT_MAX_UPLOAD_MB"),
         },
     )
     def post(self, request: Request, kind: str) -> Response:
@@ -87,6 +89,14 @@ class ImportUploadView(APIView):
         upload = ImportUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         file = upload.validated_data["file"]
+        limit_mb = settings.LOYALTY_IMPORT_MAX_UPLOAD_MB
+        if file.size > limit_mb * 2**20:
+            # A web request is the wrong road for a file this size: checked before a row is read.
+            return Response({
+                "error": f"{file.name} is {file.size / 2**20:.1f} MB; uploads are limited to {limit_mb} MB. "
+                         f"Import it on the server with `manage.py import_{kind} FILE` (streamed, same checks).",
+                "code": "file_too_large",
+            }, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         result = import_csv(
             kind=kind, source=file.file, filename=file.name,
             skip_invalid=upload.validated_data["skip_invalid"], rejects_path=None,

@@ -155,6 +155,9 @@ LOYALTY_EVENT_RETENTION_DAYS = int(os.environ.get("LOYALTY_EVENT_RETENTION_DAYS"
 LOYALTY_RETENTION_BATCH_SIZE = int(os.environ.get("LOYALTY_RETENTION_BATCH_SIZE", 10_000))
 
 # A manager may undo their own decision for this long; afterwards it stands (a new decision is needed).
+# CSV uploads through the API above this size are refused (413) before any row is read; the
+# import commands stream files of any size.
+LOYALTY_IMPORT_MAX_UPLOAD_MB = int(os.environ.get("LOYALTY_IMPORT_MAX_UPLOAD_MB", 50))
 DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
 # The status counts at the top of the queue are cached this long (and dropped on every decision).
 QUEUE_COUNTS_CACHE_SECONDS = int(os.environ.get("QUEUE_COUNTS_CACHE_SECONDS", 30))
