@@ -110,6 +110,6 @@ def test_decision_sequences_keep_one_effective_decision_and_an_audit_row_each(wo
             assert (len(standing) == 1) == (self.status in FINAL.values())
 
     run_state_machine_as_test(Decisions, settings=settings(
-        max_examples=30, stateful_step_count=10, deadline=None, derandomize=True,
+        max_examples=25, stateful_step_count=10, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     ))
