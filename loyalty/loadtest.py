@@ -2,7 +2,7 @@
 
 Each simulated manager logs in (CSRF + session, as a browser does), then loops until the
 time is up: open the queue page, pick one of its pending rows at random, open its detail
-page, approve it (or, one time in five, override it to "no action") through the decision
+page, approve it (or, one time in five, override it to the first alternative its row offers) through the decision
 API with the CSRF token. Between clicks a manager pauses `think` seconds, like locust's
 `wait_time = between(...)`.
 
@@ -26,6 +26,8 @@ import numpy as np
 import requests
 
 PENDING_ROW = re.compile(r'id="rec-(\d+)" class="qrow st-pending')
+# The first alternative the row's override form offers (never the recommended offer itself).
+OVERRIDE_CHOICE = re.compile(r'name="chosen_offer_code">\s*<option value="([^"]*)"')
 
 
 @dataclass
@@ -105,12 +107,14 @@ class _Manager:
                 self.pause()
                 continue
             pk = int(self.rng.choice(rows))
+            row_html = page.text.split(f'id="rec-{pk}"', 1)[1].split("</tr>", 1)[0]
+            choice = OVERRIDE_CHOICE.search(row_html)
             self.pause()
             self._call("detail", "GET", f"/queue/{pk}/")
             self.pause()
             body: dict[str, Any] = {"action": "approve"}
-            if self.rng.random() < 0.2:
-                body = {"action": "override", "chosen_offer_code": "", "reason_code": "offer_fatigue",
+            if choice is not None and self.rng.random() < 0.2:
+                body = {"action": "override", "chosen_offer_code": choice.group(1), "reason_code": "offer_fatigue",
                         "reason_text": "load test: member had enough offers"}
             response = self._call("decide", "POST", f"/api/recommendations/{pk}/decide/", json=body,
                                   headers=self._csrf_headers())
