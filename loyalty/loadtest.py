@@ -77,7 +77,7 @@ class _Manager:
             response = self.http.request(method, self.base + path, timeout=30, allow_redirects=False, **kwargs)
         except requests.RequestException as exc:
             self.result.record(kind, (time.perf_counter() - start) * 1000, "exception",
-                               f"{method} {path}: {type(exc).__name__}")
+                               f"{method} {path}: {type(exc).__name__}: {str(exc)[:160]}")
             return None
         ms = (time.perf_counter() - start) * 1000
         ok = response.status_code < 400 or response.status_code == 409
@@ -203,7 +203,10 @@ class ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "loyalty.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--threads", str(threads), "--timeout", "60"],
+             "--workers", str(workers), "--threads", str(threads), "--timeout", "60",
+             # Longer than a manager's pause: gunicorn's default 2 s closes idle connections
+             # just as the client reuses them (a reset the browser would silently retry).
+             "--keep-alive", "75"],
             cwd=Path(__file__).resolve().parent.parent, env=env, stdout=self._log, stderr=self._log,
             start_new_session=True,
         )
