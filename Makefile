@@ -12,7 +12,7 @@ HORIZON ?= 90
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv demo demo-data serve test lint bench clean
+.PHONY: venv demo demo-data serve test lint bench load clean
 
 $(BIN)/activate: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,10 +40,26 @@ test: venv
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# On Postgres, Redis and real workers when DATABASE_URL and CELERY_BROKER_URL are set.
-BENCH_MEMBERS ?= 100000
+# On Postgres, Redis and real workers (the local services unless DATABASE_URL and
+# CELERY_BROKER_URL say otherwise); each size gets a fresh `<db>_bench` database. Writes
+# docs/bench/latest.{json,md,html} and the table in the README.
+BENCH_SIZES ?= 100000 1000000
+BENCH_QUEUE_ROWS ?= 1000000
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/loyalty
+BENCH_BROKER_URL ?= redis://127.0.0.1:6379/5
 bench: venv
-	$(MANAGE) bench --members $(BENCH_MEMBERS) --json
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} \
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(BENCH_BROKER_URL)} \
+	$(MANAGE) bench_report --sizes $(BENCH_SIZES) --queue-rows $(BENCH_QUEUE_ROWS) \
+		--out docs/bench --readme README.md
+
+# 50 managers for 60 s through gunicorn on Postgres (a fresh `<db>_load` database): prints the
+# figures, fails on any error, a p95 over 200 ms or a decision lost or stored twice.
+LOAD_USERS ?= 50
+LOAD_SECONDS ?= 60
+load: venv
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} \
+	$(MANAGE) load --users $(LOAD_USERS) --seconds $(LOAD_SECONDS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -27,6 +27,7 @@ from governance.routing import (
 )
 from governance.selectors import policy_active, policy_config, policy_versions
 from governance.services import policy_preview, policy_save
+from loyalty.api_fields import StrictBooleanField, StrictCharField, StrictFloatField
 from loyalty.permissions import HasCapability
 from recommendations.serializers import ErrorSerializer
 
@@ -37,24 +38,24 @@ ERRORS = {
 
 
 class RuleSerializer(serializers.Serializer):
-    enabled = serializers.BooleanField()
+    enabled = StrictBooleanField()
     threshold = serializers.JSONField(allow_null=True, help_text="number, tier name, or null for flag rules")
     route = serializers.ChoiceField(choices=[r for r in ROUTES if r != "auto"])
 
 
 class BudgetSerializer(serializers.Serializer):
     dimension = serializers.ChoiceField(choices=BUDGET_DIMENSIONS)
-    value = serializers.CharField(max_length=64)
+    value = StrictCharField(max_length=64)
     period = serializers.ChoiceField(choices=BUDGET_PERIODS)
-    amount = serializers.FloatField(min_value=0)
+    amount = StrictFloatField(min_value=0)
 
 
 class PolicyConfigSerializer(serializers.Serializer):
     phase = serializers.ChoiceField(choices=PHASES)
-    sample_rate = serializers.FloatField(min_value=0, max_value=1)
-    limited_max_offer_cost = serializers.FloatField(min_value=0)
-    sla_review_hours = serializers.FloatField()
-    stale_after_hours = serializers.FloatField()
+    sample_rate = StrictFloatField(min_value=0, max_value=1)
+    limited_max_offer_cost = StrictFloatField(min_value=0)
+    sla_review_hours = StrictFloatField()
+    stale_after_hours = StrictFloatField()
     rules = serializers.DictField(
         child=RuleSerializer(), required=False, help_text=f"by rule: {', '.join(RULES)}; missing rules keep defaults"
     )

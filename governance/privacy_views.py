@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from governance.models import AuditEvent
 from governance.privacy import ErasureError, member_erase, member_find
+from loyalty.api_errors import ERRORS
 from loyalty.permissions import HasCapability, capability_required
 
 
@@ -70,7 +71,7 @@ class ErasureAPI(APIView):
         summary="Erase a member's personal data and events (right to be forgotten)",
         description="Keeps decisions and recommendations under the pseudonymous id. Idempotent; audited.",
         request=ErasureRequestSerializer,
-        responses={200: ErasureResultSerializer},
+        responses={200: ErasureResultSerializer, **ERRORS},
         tags=["privacy"],
     )
     def post(self, request: Request) -> Response:

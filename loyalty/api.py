@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import ListAPIView
@@ -14,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from loyalty.api_errors import ERRORS, ErrorSerializer
 from loyalty.importers import KINDS, import_csv
 from loyalty.models import Offer
 from loyalty.permissions import HasCapability
@@ -53,11 +60,6 @@ class ImportResultSerializer(serializers.Serializer):
     rejects_path = serializers.CharField(allow_null=True)
 
 
-class ImportFailedSerializer(ImportResultSerializer):
-    error = serializers.CharField()
-    code = serializers.CharField()
-
-
 class ImportUploadView(APIView):
     permission_classes = [IsAuthenticated, HasCapability("import_data")]
     parser_classes = [MultiPartParser]
@@ -70,7 +72,16 @@ class ImportUploadView(APIView):
         ),
         parameters=[OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(KINDS))],
         request={"multipart/form-data": ImportUploadSerializer},
-        responses={201: ImportResultSerializer, 400: ImportFailedSerializer},
+        responses={
+            201: ImportResultSerializer,
+            # A request without a usable upload answers {error, code}; a refused file answers
+            # the same two fields plus the ImportResult counts and row errors (code import_failed).
+            400: OpenApiResponse(ErrorSerializer, description="invalid request, or a refused file: then "
+                                 "also batch_id, status, counts and `errors` (row, column, message)"),
+            403: ERRORS[403],
+            404: ERRORS[404],
+            413: OpenApiResponse(ErrorSerializer, description="file over LOYALTY_IMPORT_MAX_UPLOAD_MB"),
+        },
     )
     def post(self, request: Request, kind: str) -> Response:
         if kind not in KINDS:
@@ -78,6 +89,14 @@ class ImportUploadView(APIView):
         upload = ImportUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         file = upload.validated_data["file"]
+        limit_mb = settings.LOYALTY_IMPORT_MAX_UPLOAD_MB
+        if file.size > limit_mb * 2**20:
+            # A web request is the wrong road for a file this size: checked before a row is read.
+            return Response({
+                "error": f"{file.name} is {file.size / 2**20:.1f} MB; uploads are limited to {limit_mb} MB. "
+                         f"Import it on the server with `manage.py import_{kind} FILE` (streamed, same checks).",
+                "code": "file_too_large",
+            }, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         result = import_csv(
             kind=kind, source=file.file, filename=file.name,
             skip_invalid=upload.validated_data["skip_invalid"], rejects_path=None,
@@ -101,6 +120,8 @@ class OfferSerializer(serializers.ModelSerializer):
         extra_kwargs = {"cost": {"min_value": 0}}
 
 
+@extend_schema_view(get=extend_schema(responses={200: OfferSerializer(many=True), 400: ERRORS[400],
+                                                403: ERRORS[403]}))
 class OfferListView(ListAPIView):
     permission_classes = [IsAuthenticated, HasCapability("view_queue")]
     serializer_class = OfferSerializer
@@ -118,18 +139,18 @@ class OfferDetailView(APIView):
         capability = "view_queue" if self.request.method in ("GET", "HEAD", "OPTIONS") else "manage_offers"
         return [IsAuthenticated(), HasCapability(capability)()]
 
-    @extend_schema(responses={200: OfferSerializer})
+    @extend_schema(responses={200: OfferSerializer, 403: ERRORS[403], 404: ERRORS[404]})
     def get(self, request: Request, code: str) -> Response:
         offer = offer_get(code=code)
         if offer is None:
             raise NotFound(f"no offer with code {code!r}")
         return Response(OfferSerializer(offer).data)
 
-    @extend_schema(request=OfferSerializer, responses={200: OfferSerializer, 201: OfferSerializer})
+    @extend_schema(request=OfferSerializer, responses={200: OfferSerializer, 201: OfferSerializer, **ERRORS})
     def put(self, request: Request, code: str) -> Response:
         return self._save(request, code, partial=False)
 
-    @extend_schema(request=OfferSerializer, responses={200: OfferSerializer})
+    @extend_schema(request=OfferSerializer, responses={200: OfferSerializer, **ERRORS})
     def patch(self, request: Request, code: str) -> Response:
         if offer_get(code=code) is None:
             raise NotFound(f"no offer with code {code!r}")

@@ -61,10 +61,10 @@ def _admin_connect(url: str):
     return psycopg.connect(admin, autocommit=True)
 
 
-def fresh_database_url(url: str) -> str:
-    """Create (or recreate) `<name>_bench` next to the configured database; return its URL."""
+def fresh_database_url(url: str, suffix: str = "bench") -> str:
+    """Create (or recreate) `<name>_<suffix>` next to the configured database; return its URL."""
     parsed = urlparse(url)
-    name = f"{parsed.path.lstrip('/') or 'loyalty'}_bench"
+    name = f"{parsed.path.lstrip('/') or 'loyalty'}_{suffix}"
     with _admin_connect(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -367,7 +367,38 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     from recommendations.whatif import whatif_latency
 
     results.update(whatif_latency(model_version=model, samples=options.latency_samples, seed=options.seed))
+    _import_rate(program, results, log)
+    _retrain_time(results, log)
     return results
+
+
+def _import_rate(program, results: dict, log) -> None:
+    """The CSV import path (validation, fingerprints, writes) on the program's later events:
+    rows that are not in the database yet, as `import_events` would bring them."""
+    from django.conf import settings
+
+    from loyalty.importers import import_csv
+    from loyalty.simulator import program_write_files
+
+    # Only the later events: at 1M members the full history would be gigabytes of CSV.
+    paths = program_write_files(program, Path(settings.DATA_DIR) / "bench-csv", only=("future_events",))
+    start = time.perf_counter()
+    outcome = import_csv(kind="events", source=paths["future_events"])
+    elapsed = time.perf_counter() - start
+    if not outcome.succeeded:
+        raise RuntimeError(f"bench import failed: {[str(e) for e in outcome.errors[:3]]}")
+    results["import_rows"] = outcome.rows_read
+    results["import_s"] = round(elapsed, 2)
+    results["import_rows_per_s"] = round(outcome.rows_read / elapsed, 1)
+    log(f"imported {outcome.rows_read} events in {elapsed:.1f}s")
+
+
+def _retrain_time(results: dict, log) -> None:
+    """One retraining (history plus the decisions made above) gated against the champion."""
+    from recommendations.learning import model_version_retrain
+
+    with _timed(results, "retrain_s", log):
+        model_version_retrain(promote=False)
 
 
 def _pad_recommendations(run_id: int, target_rows: int) -> None:
@@ -470,6 +501,8 @@ LABELS = [
     ("decision_p95_ms", "decision p95", "ms"),
     ("whatif_p50_ms", "what-if recompute p50 (score + SHAP + recourse)", "ms"),
     ("whatif_p95_ms", "what-if recompute p95 (score + SHAP + recourse)", "ms"),
+    ("retrain_s", "retraining (train challenger + gate)", "s"),
+    ("import_rows_per_s", "CSV event import", "rows/s"),
     ("workers", "worker processes", ""),
     ("simulate_s", "simulate", "s"),
     ("db_load_s", "load into database", "s"),

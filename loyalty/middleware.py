@@ -1,8 +1,11 @@
-"""Content security policy: every script comes from our own origin, never inline."""
+"""Response headers (content security policy) and the answer when the database is gone."""
 
+import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
 
 # plotly.js needs 'unsafe-eval' for some trace types and inline styles for its SVG.
 CSP = (
@@ -21,3 +24,34 @@ class ContentSecurityPolicyMiddleware:
         response.setdefault("Content-Security-Policy", CSP)
         response.setdefault("Referrer-Policy", "same-origin")
         return response
+
+
+DATABASE_UNAVAILABLE = "The database did not answer; nothing was saved. Try again in a moment."
+
+
+class DatabaseUnavailableMiddleware:
+    """A dropped or refused database connection answers 503 with a plain message, not a 500.
+
+    Every write runs in a transaction, so when the connection dies mid-request Postgres rolls
+    the whole write back: "nothing was saved" is true. Django discards the broken connection
+    at the end of the request and the next request opens a new one.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.db import InterfaceError, OperationalError
+
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        # The exception text may quote SQL parameters (member data): log only its class.
+        logger.error("database unavailable during %s %s: %s", request.method, request.path,
+                     type(exception).__name__)
+        if request.path.startswith("/api/"):
+            return JsonResponse({"error": DATABASE_UNAVAILABLE, "code": "database_unavailable"}, status=503)
+        return HttpResponse(f"<!doctype html><title>Try again</title><p>{DATABASE_UNAVAILABLE}</p>",
+                            status=503)

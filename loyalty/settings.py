@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "loyalty.middleware.ContentSecurityPolicyMiddleware",
+    "loyalty.middleware.DatabaseUnavailableMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -154,6 +155,9 @@ LOYALTY_EVENT_RETENTION_DAYS = int(os.environ.get("LOYALTY_EVENT_RETENTION_DAYS"
 LOYALTY_RETENTION_BATCH_SIZE = int(os.environ.get("LOYALTY_RETENTION_BATCH_SIZE", 10_000))
 
 # A manager may undo their own decision for this long; afterwards it stands (a new decision is needed).
+# CSV uploads through the API above this size are refused (413) before any row is read; the
+# import commands stream files of any size.
+LOYALTY_IMPORT_MAX_UPLOAD_MB = int(os.environ.get("LOYALTY_IMPORT_MAX_UPLOAD_MB", 50))
 DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
 # The status counts at the top of the queue are cached this long (and dropped on every decision).
 QUEUE_COUNTS_CACHE_SECONDS = int(os.environ.get("QUEUE_COUNTS_CACHE_SECONDS", 30))
@@ -199,7 +203,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "loyalty.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "loyalty.api_errors.json_exception_handler",
 }
@@ -212,6 +216,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The API's contract is JSON (uploads declare multipart themselves): documenting the
+    # form encodings DRF also parses would promise shapes no client should rely on.
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     # The schema names every endpoint: signed-in users only.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }

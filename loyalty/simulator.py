@@ -790,24 +790,33 @@ def _events_for_csv(events: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def program_write_files(program: SimulatedProgram, out_dir: Path) -> dict[str, Path]:
-    """Write the five CSV files in the import format; returns name -> path."""
+def program_write_files(
+    program: SimulatedProgram, out_dir: Path, only: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Write the five CSV files in the import format (or the `only` ones); returns name -> path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    members = program.members.copy()
-    for column in ("joined_at", "birth_date"):
-        members[column] = _iso(members[column], "%Y-%m-%d")
+
+    def members() -> pd.DataFrame:
+        frame = program.members.copy()
+        for column in ("joined_at", "birth_date"):
+            frame[column] = _iso(frame[column], "%Y-%m-%d")
+        return frame
+
+    # Built only when written: the full event history of a large program is big.
     frames = {
         "members": (members, MEMBER_COLUMNS, None),
-        "events": (_events_for_csv(program.events), EVENT_COLUMNS, "%.2f"),
-        "future_events": (_events_for_csv(program.future_events), EVENT_COLUMNS, "%.2f"),
-        "offers": (program.offers, OFFER_COLUMNS, "%.2f"),
-        "ground_truth": (program.ground_truth, list(program.ground_truth.columns), None),
+        "events": (lambda: _events_for_csv(program.events), EVENT_COLUMNS, "%.2f"),
+        "future_events": (lambda: _events_for_csv(program.future_events), EVENT_COLUMNS, "%.2f"),
+        "offers": (lambda: program.offers, OFFER_COLUMNS, "%.2f"),
+        "ground_truth": (lambda: program.ground_truth, list(program.ground_truth.columns), None),
     }
     paths = {}
-    for name, (frame, columns, float_format) in frames.items():
+    for name, (build, columns, float_format) in frames.items():
+        if only is not None and name not in only:
+            continue
         path = out_dir / f"{name}.csv"
-        frame.to_csv(path, columns=columns, index=False, float_format=float_format, lineterminator="\n")
+        build().to_csv(path, columns=columns, index=False, float_format=float_format, lineterminator="\n")
         paths[name] = path
     return paths
 

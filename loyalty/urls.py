@@ -9,6 +9,8 @@ from loyalty import api as loyalty_api
 from loyalty import views as loyalty_views
 from recommendations import urls as desk_urls
 
+handler404 = "loyalty.api_errors.not_found"
+
 # Each app adds its endpoints here.
 api_patterns: list = [
     path("imports/<str:kind>/", loyalty_api.ImportUploadView.as_view(), name="api-import"),

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.audit import audit_log
+from loyalty.api_errors import ERRORS
 from loyalty.permissions import HasCapability
 from recommendations.decisions import (
     DecisionError,
@@ -44,11 +45,6 @@ from recommendations.serializers import (
     ScoringRunSerializer,
 )
 
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="invalid input"),
-    403: OpenApiResponse(ErrorSerializer, description="not logged in, or the role may not do this"),
-    404: OpenApiResponse(ErrorSerializer, description="not found"),
-}
 CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="already decided by someone else, or too late")}
 
 

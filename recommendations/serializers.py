@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 from rest_framework import serializers
 
+from loyalty.api_errors import ErrorSerializer  # noqa: F401 - re-exported for the desk's views
+from loyalty.api_fields import StrictBooleanField, StrictFloatField, StrictIntegerField
 from recommendations.decisions import ACTIONS, REASON_CODES
 from recommendations.models import Decision, ModelVersion, ScoringRun
 from recommendations.queue import CONFIDENCE_BANDS, RISK_BANDS, SORTS
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    code = serializers.CharField()
 
 
 class DriverSerializer(serializers.Serializer):
@@ -73,17 +70,19 @@ class QueuePageSerializer(serializers.Serializer):
 class QueueQuerySerializer(serializers.Serializer):
     """Query parameters of the list endpoint (documented; parsing is QueueFilters.from_params)."""
 
-    offer = serializers.CharField(required=False, help_text='offer code, or "none" for No action')
-    tier = serializers.CharField(required=False)
-    region = serializers.CharField(required=False)
-    risk = serializers.ChoiceField(choices=list(RISK_BANDS), required=False, help_text="churn risk band")
-    confidence = serializers.ChoiceField(choices=list(CONFIDENCE_BANDS), required=False)
+    # An empty parameter means "not given" (DRF reads query strings as form input): any value
+    # for a filter, the default for sort; the queue page's filter form sends them that way.
+    offer = serializers.CharField(required=False, allow_blank=True, help_text='offer code, or "none" for No action')
+    tier = serializers.CharField(required=False, allow_blank=True)
+    region = serializers.CharField(required=False, allow_blank=True)
+    risk = serializers.ChoiceField(choices=list(RISK_BANDS), required=False, allow_blank=True, help_text="churn risk band")
+    confidence = serializers.ChoiceField(choices=list(CONFIDENCE_BANDS), required=False, allow_blank=True)
     model = serializers.IntegerField(required=False)
-    status = serializers.CharField(required=False)
-    escalated = serializers.ChoiceField(choices=["yes", "no"], required=False)
-    member = serializers.CharField(required=False, help_text="exact external member id")
-    sort = serializers.ChoiceField(choices=list(SORTS), required=False, default="priority")
-    cursor = serializers.CharField(required=False, help_text="next_cursor of the previous page")
+    status = serializers.CharField(required=False, allow_blank=True)
+    escalated = serializers.ChoiceField(choices=["yes", "no"], required=False, allow_blank=True)
+    member = serializers.CharField(required=False, allow_blank=True, help_text="exact external member id")
+    sort = serializers.ChoiceField(choices=list(SORTS), required=False, allow_blank=True, default="priority")
+    cursor = serializers.CharField(required=False, allow_blank=True, help_text="next_cursor of the previous page")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
 
 
@@ -205,15 +204,15 @@ class ModelActionRequestSerializer(serializers.Serializer):
 
 
 class LearningSettingsSerializer(serializers.Serializer):
-    override_weight = serializers.FloatField(min_value=0, required=False)
-    approval_weight = serializers.FloatField(min_value=0, required=False)
-    outcome_weight = serializers.FloatField(min_value=0, required=False)
-    holdout_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
-    evaluation_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
-    auc_tolerance = serializers.FloatField(min_value=0, required=False)
-    brier_tolerance = serializers.FloatField(min_value=0, required=False)
-    coverage_tolerance = serializers.FloatField(min_value=0, required=False)
-    policy_tolerance = serializers.FloatField(min_value=0, required=False)
-    fairness_tolerance = serializers.FloatField(min_value=0, required=False)
-    min_evaluation_examples = serializers.IntegerField(min_value=0, required=False)
-    auto_promote = serializers.BooleanField(required=False)
+    override_weight = StrictFloatField(min_value=0, required=False)
+    approval_weight = StrictFloatField(min_value=0, required=False)
+    outcome_weight = StrictFloatField(min_value=0, required=False)
+    holdout_share = StrictFloatField(min_value=0, max_value=0.5, required=False)
+    evaluation_share = StrictFloatField(min_value=0, max_value=0.5, required=False)
+    auc_tolerance = StrictFloatField(min_value=0, required=False)
+    brier_tolerance = StrictFloatField(min_value=0, required=False)
+    coverage_tolerance = StrictFloatField(min_value=0, required=False)
+    policy_tolerance = StrictFloatField(min_value=0, required=False)
+    fairness_tolerance = StrictFloatField(min_value=0, required=False)
+    min_evaluation_examples = StrictIntegerField(min_value=0, required=False)
+    auto_promote = StrictBooleanField(required=False)
