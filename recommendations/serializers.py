@@ -182,7 +182,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = [
             "id", "created_at", "algorithm", "sha256", "as_of", "horizon_days", "train_start",
-            "params", "metrics", "offer_policy", "status", "status_history", "notes", "features",
+            "params", "metrics", "offer_policy", "status", "status_history", "notes", "features", "rollout",
         ]
         read_only_fields = fields
 
