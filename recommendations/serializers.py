@@ -42,6 +42,8 @@ class QueueItemSerializer(serializers.Serializer):
     churn_risk = serializers.SerializerMethodField()
     priority = serializers.FloatField(source="rec.priority")
     status = serializers.CharField(source="rec.status")
+    # The model that served this member (a canary's members are served by the canary).
+    model_version = serializers.IntegerField(source="rec.model_version_id")
     route = serializers.CharField(source="rec.route")
     route_reasons = serializers.ListField(source="reasons", child=serializers.CharField())
     drivers = DriverSerializer(many=True)
