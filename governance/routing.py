@@ -9,7 +9,8 @@ spend) lives in governance.services.
 How an item is routed:
 
 1. Every enabled rule whose condition holds raises the item to the rule's route (manager
-   review or senior review) and adds a human-readable reason.
+   review or senior review) and adds a human-readable reason. A rule behind a feature flag
+   (RouteInputs.flagged_rules, from recommendations.rollout) holds only for the flag's members.
 2. Items no rule holds back are "auto" candidates, subject to the rollout phase: the pilot
    phase reviews everything, the limited phase automates only cheap offers, the expanded
    phase automates every candidate.

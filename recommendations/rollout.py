@@ -157,10 +157,10 @@ def _clean_flag(values: dict[str, Any], current: FeatureFlag | None) -> dict[str
         errors["target"] = f"no offer with code {target!r}"
     elif kind == FeatureFlag.Kind.ROUTING_RULE and target not in RULES:
         errors["target"] = f"a routing rule: one of {', '.join(RULES)}"
-    elif kind == FeatureFlag.Kind.MODEL and not (
-        target.isdigit() and ModelVersion.objects.filter(pk=int(target), status=ModelVersion.Status.CANDIDATE).exists()
-    ):
-        errors["target"] = f"no candidate model version {target!r}"
+    elif kind == FeatureFlag.Kind.MODEL and not (target.isdigit() and ModelVersion.objects.filter(pk=int(target)).exists()):
+        # Any version: a promoted canary's flag can still be switched off. Only a candidate in
+        # canary mode serves anyone (rollout_models).
+        errors["target"] = f"no model version {target!r}"
     raw_share = values.get("share", current.share if current else 0.0)
     try:
         share = float(raw_share)
@@ -288,7 +288,10 @@ def chunk_scores(*, run: ScoringRun, bundle: Any, features: pd.DataFrame, offers
     """Score a chunk's members for runs.chunk_score. Without flags or challengers this is one
     score_features call with the run's model (the plain path). With a canary, its flag's
     members are served by the canary, the rest by the run's model; every challenger, and the
-    model not serving a member, is also scored for that member into ShadowPrediction."""
+    model not serving a member, is also scored for that member into ShadowPrediction.
+
+    Flags and rollout modes are read per chunk: a switch during a run applies from the next
+    chunk on, and a redelivered chunk is all-or-nothing (its rows commit together)."""
     from recommendations.model_store import bundle_load
     from recommendations.scoring import score_features
 
@@ -398,7 +401,7 @@ def _override_rate(run: ScoringRun, model_id: int) -> dict[str, Any]:
 
 
 def rollout_compare(
-    *, challenger_id: int, run_id: int | None = None, n_boot: int = 300, level: float = 0.9, seed: int = 0
+    *, challenger_id: int, run_id: int | None = None, n_boot: int = 200, level: float = 0.9, seed: int = 0
 ) -> dict[str, Any]:
     """Champion (the run's model) and challenger on the SAME members of one run: agreement on
     the recommended offer, AUC and Brier against realized engagement (Outcome) with paired

@@ -250,3 +250,18 @@ def test_model_rollout_switch_is_admin_only_audited_and_one_canary_at_a_time(wor
     assert promoted.status_code == 200 and promoted.json()["rollout"] == ""
     second.refresh_from_db()
     assert (second.status, second.rollout) == ("champion", "")
+
+    # A promoted canary's flag can still be switched off on the flags page.
+    model_rollout_set(actor=role_users["admin"], model_version_id=first.pk, mode="canary", share=0.3)
+    assert admin.post(f"/api/models/{first.pk}/promote/", {"reason": "canary won"},
+                      content_type="application/json").status_code == 200
+    switched = admin.patch(f"/api/flags/{model_flag_name(first.pk)}/", {"enabled": False},
+                           content_type="application/json")
+    assert switched.status_code == 200 and switched.json()["enabled"] is False
+
+
+def test_schema_documents_the_rollout_endpoints(role_users) -> None:
+    paths = _login(role_users, "admin").get("/api/schema/", {"format": "json"}).json()["paths"]
+    for path in ("/api/flags/", "/api/flags/{name}/", "/api/models/{id}/rollout/", "/api/models/{id}/comparison/"):
+        assert path in paths
+    assert "requestBody" in paths["/api/flags/{name}/"]["patch"]
