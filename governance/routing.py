@@ -9,7 +9,8 @@ spend) lives in governance.services.
 How an item is routed:
 
 1. Every enabled rule whose condition holds raises the item to the rule's route (manager
-   review or senior review) and adds a human-readable reason.
+   review or senior review) and adds a human-readable reason. A rule behind a feature flag
+   (RouteInputs.flagged_rules, from recommendations.rollout) holds only for the flag's members.
 2. Items no rule holds back are "auto" candidates, subject to the rollout phase: the pilot
    phase reviews everything, the limited phase automates only cheap offers, the expanded
    phase automates every candidate.
@@ -281,16 +282,21 @@ class RouteInputs:
     gender: Sequence[str]
     model_psi: np.ndarray  # NaN when unknown
     model_drift: np.ndarray
+    # Rules behind a feature flag (recommendations.rollout): rule kind -> bool per item, the
+    # rule holds only for flagged members. Rules not listed hold for everyone.
+    flagged_rules: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.key)
+        self.flagged_rules = {k: np.asarray(v, dtype=bool).reshape(-1) for k, v in self.flagged_rules.items()}
         for name in ("offer_cost", "expected_value", "probability", "p_low", "p_high", "model_psi"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
         for name in ("high_stakes", "model_drift"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=bool).reshape(-1))
         for name in ("offer_code", "tier", "region", "gender"):
             setattr(self, name, np.asarray([str(v or "") for v in getattr(self, name)], dtype=object).reshape(-1))
-        lengths = {name: len(getattr(self, name)) for name in self.__dataclass_fields__}
+        lengths = {name: len(getattr(self, name)) for name in self.__dataclass_fields__ if name != "flagged_rules"}
+        lengths.update({f"flagged_rules.{k}": len(v) for k, v in self.flagged_rules.items()})
         if set(lengths.values()) != {n} and n:
             raise ValueError(f"route inputs of different lengths: {lengths}")
 
@@ -439,6 +445,8 @@ def route_items(
         if rule.kind in NEVER_AUTO and SEVERITY[route] < SEVERITY[ROUTE_REVIEW]:
             route = ROUTE_REVIEW
         mask, text = _rule_hits(rule, items, context)
+        if rule.kind in items.flagged_rules:
+            mask = mask & items.flagged_rules[rule.kind]
         hit(rule.kind, route, mask, lambda i, _t=text, _r=route: f"{_t(i)}: {ROUTE_LABELS[_r]}.")
     # High-stakes offers are never automated, even with their rule switched off.
     if not policy.rule("high_stakes").enabled:

@@ -155,6 +155,8 @@ def routable_open_items() -> Q:
 
 def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
     """Open, routable items (or just `ids` among them) as routing inputs, in id order."""
+    from recommendations.rollout import rule_flag_masks
+
     qs = Recommendation.objects.filter(routable_open_items())
     if ids is not None:
         qs = qs.filter(pk__in=list(ids))
@@ -175,6 +177,7 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
         gender=list(col["member__gender"]),
         model_psi=[math.nan if v is None else v for v in col["model_version__drift_psi"]],
         model_drift=list(col["model_version__drift_flagged"]),
+        flagged_rules=rule_flag_masks(col["member_id"]),
     )
     return RoutableItems(
         ids=np.asarray(col["id"], dtype=np.int64),

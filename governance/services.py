@@ -174,6 +174,8 @@ def routes_for_scoring(
 ) -> RoutingResult:
     """Route a scoring chunk's new recommendations with the policy in force (one query for the
     members' segments, one for alerts, a few for budget spend)."""
+    from recommendations.rollout import rule_flag_masks
+
     config = policy_config_active()
     segments = {
         pk: (tier, region, gender)
@@ -197,6 +199,7 @@ def routes_for_scoring(
         gender=[segments.get(int(m), ("", "", ""))[2] for m in member_ids],
         model_psi=np.full(n, psi),
         model_drift=np.full(n, bool(model_version.drift_flagged)),
+        flagged_rules=rule_flag_masks(member_ids),
     )
     return route_items(inputs, policy=config, context=routing_context(config))
 

@@ -24,6 +24,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "export_data": frozenset({ADMIN, AUDITOR}),
     "run_whatif": frozenset({MANAGER, SENIOR_MANAGER, ADMIN}),
     "manage_privacy": frozenset({ADMIN}),
+    # Feature flags: who gets a new offer, routing rule or canary model.
+    "manage_flags": frozenset({ADMIN}),
 }
 
 

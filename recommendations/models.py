@@ -44,13 +44,20 @@ class ModelVersion(models.Model):
     # written by the drift monitor; routing can send a drifting model's items to people.
     drift_psi = models.FloatField(null=True, blank=True)
     drift_flagged = models.BooleanField(default=False)
+    # Controlled rollout of a candidate (recommendations.rollout): "shadow" scores beside the
+    # champion and is never shown; "canary" serves the members of its FeatureFlag.
+    rollout = models.CharField(
+        max_length=8, blank=True, default="", choices=[("", "off"), ("shadow", "shadow"), ("canary", "canary")]
+    )
 
     class Meta:
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="champion"), name="one_champion_model"
-            )
+            ),
+            # Two canaries would compete for the same members: one at a time.
+            models.UniqueConstraint(fields=["rollout"], condition=Q(rollout="canary"), name="one_canary_model"),
         ]
 
     def __str__(self) -> str:
@@ -351,3 +358,65 @@ class Outcome(models.Model):
 
     def __str__(self) -> str:
         return f"outcome of recommendation {self.recommendation_id}"
+
+
+class FeatureFlag(models.Model):
+    """Switches a new offer, routing rule or model (canary) on for a share of members and/or
+    segments. Membership is a hash of the flag name and the member's pseudonymous id, so a
+    member is in or out the same way on every run (recommendations.rollout.flag_members).
+    Changed only through recommendations.rollout.flag_save, which audits every switch."""
+
+    class Kind(models.TextChoices):
+        OFFER = "offer"  # target: an offer code
+        ROUTING_RULE = "routing_rule"  # target: a rule kind of governance.routing.RULES
+        MODEL = "model"  # target: a model version id; the canary's members
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    target = models.CharField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=False)
+    share = models.FloatField(default=0.0, help_text="0..1 of the members in the segments")
+    # {"tier": ["gold", ...], "region": [...]}: a member must match every listed dimension.
+    segments = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "target"], name="one_flag_per_target"),
+            models.CheckConstraint(condition=Q(share__gte=0) & Q(share__lte=1), name="flag_share_0_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"flag {self.name} ({self.kind} {self.target})"
+
+
+class ShadowPrediction(models.Model):
+    """A model's prediction for a member of a run that the member was NOT served: a shadow
+    model's every prediction, and the champion's for canary members (so champion and
+    challenger are compared on the same members). Never shown to managers: not in the queue,
+    the API's queue and detail, or a run's export."""
+
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="shadow_predictions")
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    probability = models.FloatField()
+    p_low = models.FloatField()
+    p_high = models.FloatField()
+    offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    expected_value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "member", "model_version"], name="one_shadow_prediction_per_run_member_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"shadow prediction of v{self.model_version_id} for member #{self.member_id}"

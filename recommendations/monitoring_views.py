@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from governance.fairness import GROUP_COLUMNS
 from governance.models import FairnessAlert, FairnessReport
+from governance.routing import TIERS
 from governance.services import fairness_alert_close
 from loyalty.permissions import capability_required
 from recommendations import charts
@@ -34,6 +35,7 @@ from recommendations.monitoring import (
     monitor_thresholds,
     monitor_thresholds_save,
 )
+from recommendations.rollout import rollout_overview
 from recommendations.training import INTERVAL_LEVEL
 
 # The retraining helper's API (recommendations.learning behind it). The buttons post there with
@@ -139,6 +141,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
         "challenger": challenger,
         "tradeoff": tradeoff,
         "open_alerts": FairnessAlert.objects.filter(status=FairnessAlert.Status.OPEN),
+        "rollout": rollout_overview(),
+        "tiers": TIERS,
         "fast_seconds": FAST_SECONDS,
         "wide_interval": WIDE_INTERVAL,
         "group_columns": GROUP_COLUMNS,

@@ -263,7 +263,9 @@ def decision_accuracy(*, run_id: int | None = None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ holdout lift
 
 
-def holdout_lift(*, run_id: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def holdout_lift(
+    *, run_id: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0, model_version_id: int | None = None
+) -> dict[str, Any]:
     """Incremental engagement of members whose approved offer was sent, against the holdout.
 
     treated: non-holdout recommendations of the run whose standing decision sent an offer
@@ -273,9 +275,13 @@ def holdout_lift(*, run_id: int, n_boot: int = 2000, level: float = 0.95, seed: 
     (resampling both groups). Only outcomes whose horizon closed count. The treated group is
     selected by the decisions, the holdout only by the model's recommendation: a lift is an
     upper bound on the offers' effect when managers approve members more likely to engage.
+    ``model_version_id``: only the members that model served (a canary against its champion).
     """
+    outcomes = Outcome.objects.filter(run_id=run_id, engaged__isnull=False)
+    if model_version_id is not None:
+        outcomes = outcomes.filter(model_version_id=model_version_id)
     frame = pd.DataFrame.from_records(
-        Outcome.objects.filter(run_id=run_id, engaged__isnull=False).values_list(
+        outcomes.values_list(
             "holdout", "decided_offer_code", "recommended_offer_code", "engaged", "recommendation__status"
         ),
         columns=["holdout", "decided", "recommended", "engaged", "status"],

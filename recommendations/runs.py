@@ -100,6 +100,7 @@ def recommendation_route(
     member_ids: Any,
     offers: list[Offer | None],
     batch: Any,
+    model: ModelVersion | None = None,
 ) -> Any:
     """Who must look at each recommendation of a chunk: governance.routing under the
     escalation policy in force. Returns a governance.routing.RoutingResult (route
@@ -108,7 +109,7 @@ def recommendation_route(
 
     return routes_for_scoring(
         run_id=run.pk,
-        model_version=run.model_version,
+        model_version=model or run.model_version,
         member_ids=[int(m) for m in member_ids],
         offers=offers,
         probability=np.asarray(batch.probability, np.float64),
@@ -325,7 +326,7 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
     """Score one chunk: claim, load, build features, score, write, mark done. Idempotent."""
     from recommendations.features import build_features
     from recommendations.model_store import bundle_load
-    from recommendations.scoring import score_features
+    from recommendations.rollout import chunk_scores, shadow_predictions_insert
     from recommendations.selectors import member_frames_load
 
     if not chunk_claim(chunk_id=chunk_id, reclaim=reclaim):
@@ -345,21 +346,30 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
         Q(consent_profiling=False) | Q(erased_at__isnull=False)
     ).count()
     clock.lap("load")
-    rows: RecommendationColumns | None = None
+    # (serving model, its members' rows): one part unless a canary serves some members.
+    rows: list[tuple[ModelVersion, RecommendationColumns]] = []
+    shadow: list = []
     if len(members_df):
         features = build_features(members_df, events_df, as_of)
         del members_df, events_df
         clock.lap("features")
         offers, terms = offers_active()
-        batch = score_features(bundle, features, terms)
+        # Controlled rollout (recommendations.rollout): offer flags, canary and shadow models.
+        scores = chunk_scores(run=run, bundle=bundle, features=features, offers=offers, terms=terms)
         clock.lap("score")
-        rows = _recommendations_build(run=run, features=features, batch=batch, offers=offers)
-        del features, batch
+        rows = [
+            (part.model, _recommendations_build(
+                run=run, model=part.model, features=part.features, batch=part.batch, offers=offers))
+            for part in scores.served
+        ]
+        shadow = scores.shadow
+        del features, scores
         clock.lap("build")
 
     with transaction.atomic():
-        if rows is not None:
-            recommendations_insert(run=run, rows=rows)
+        for served_by, part_rows in rows:
+            recommendations_insert(run=run, rows=part_rows, model=served_by)
+        shadow_predictions_insert(rows=shadow)
         # Items the policy automates are auto-approved by the system, in this transaction.
         auto_approvals_record(run_id=run.pk, member_pk_from=chunk.member_pk_from, member_pk_to=chunk.member_pk_to)
         # What this run holds for the range is the truth, whoever inserted it.
@@ -467,9 +477,9 @@ def _alternatives_json(codes: list[str], alternatives: np.ndarray) -> list[str]:
 
 
 def _recommendations_build(
-    *, run: ScoringRun, features: pd.DataFrame, batch: Any, offers: list[Offer]
+    *, run: ScoringRun, features: pd.DataFrame, batch: Any, offers: list[Offer], model: ModelVersion | None = None
 ) -> RecommendationColumns:
-    model = run.model_version
+    model = model or run.model_version  # the serving model: a canary for its members
     n = len(features)
     feature_names = [item["name"] for item in model.feature_schema.get("features", [])]
     matrix = features[feature_names] if feature_names else features
@@ -483,7 +493,7 @@ def _recommendations_build(
         member_value=member_values(features),
     )
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
-    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch)
+    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch, model=model)
     # Members of the randomized holdout are recorded but never routed to anyone or offered.
     from recommendations.learning import HOLDOUT_REASON, holdout_member_pks
 
@@ -547,8 +557,9 @@ def _copy_csv(rows: RecommendationColumns) -> memoryview:
     return memoryview(sink.getvalue())
 
 
-def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> None:
-    """Insert a chunk's rows for `run`, skipping members the run already holds.
+def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVersion | None = None) -> None:
+    """Insert a chunk's rows for `run`, skipping members the run already holds. `model` is the
+    serving model the rows record (default: the run's; a canary for its members).
 
     Call inside the chunk's transaction. Postgres: COPY into a temporary staging table, then
     one INSERT ... SELECT ... ON CONFLICT DO NOTHING against the unique (run, member), so a
@@ -556,8 +567,9 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> N
     """
     if not len(rows):
         return
+    model = model or run.model_version
     if connection.vendor != "postgresql":
-        _insert_orm(run=run, rows=rows)
+        _insert_orm(run=run, rows=rows, model=model)
         return
     table = Recommendation._meta.db_table
     columns = ", ".join(ROW_COLUMNS)
@@ -578,18 +590,18 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns) -> N
             f"decided_at, {columns}) "
             f"SELECT %s, %s, %s, %s, %s, NULL, {columns} FROM recommendation_stage "
             "ORDER BY member_id ON CONFLICT (run_id, member_id) DO NOTHING",
-            [run.pk, run.model_version_id, run.as_of, timezone.now(), run.model_version.offer_policy],
+            [run.pk, model.pk, run.as_of, timezone.now(), model.offer_policy],
         )
         cursor.execute("DROP TABLE recommendation_stage")
 
 
-def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns) -> None:
-    policy = run.model_version.offer_policy
+def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVersion) -> None:
+    policy = model.offer_policy
     objects = [
         Recommendation(
             run_id=run.pk,
             member_id=int(rows.member_id[i]),
-            model_version_id=run.model_version_id,
+            model_version_id=model.pk,
             as_of=run.as_of,
             probability=float(rows.probability[i]),
             p_low=float(rows.p_low[i]),

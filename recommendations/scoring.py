@@ -157,15 +157,30 @@ def default_offer_policy(
     return p, np.clip(p * (1 - rel), 0.0, 1.0), np.clip(p * (1 + rel), 0.0, 1.0)
 
 
-def score_features(bundle: ModelBundle, features: pd.DataFrame, offers: list[OfferTerms]) -> ScoredBatch:
-    """Score every row of ``features`` (indexed by member pk) against ``offers``."""
+def score_features(
+    bundle: ModelBundle,
+    features: pd.DataFrame,
+    offers: list[OfferTerms],
+    *,
+    eligible: np.ndarray | None = None,
+    explain: bool = True,
+) -> ScoredBatch:
+    """Score every row of ``features`` (indexed by member pk) against ``offers``.
+
+    ``eligible`` (n, n_offers) bool: offers a member may be recommended (an offer behind a
+    feature flag is only for the flag's members); every offer is still scored and listed as an
+    alternative. ``explain=False`` skips SHAP (zeros) for predictions nobody is shown.
+    """
     from recommendations.explain import shap_explain
 
     X = features[bundle.feature_names].to_numpy(dtype=float)
     n, k = len(X), len(offers)
     raw = engagement_raw_probability(bundle.engagement_model, X)
     probability, p_low, p_high = bundle.engagement_interval.predict(raw)
-    shap_values, shap_base = shap_explain(bundle, X)
+    if explain:
+        shap_values, shap_base = shap_explain(bundle, X)
+    else:
+        shap_values, shap_base = np.zeros((n, len(bundle.feature_names)), dtype=np.float32), 0.0
 
     resp = np.zeros((n, k))
     resp_low = np.zeros((n, k))
@@ -200,8 +215,9 @@ def score_features(bundle: ModelBundle, features: pd.DataFrame, offers: list[Off
     ev_high = resp_high * value - cost
     alternatives = np.stack([resp, resp_low, resp_high, ev, ev_low, ev_high], axis=2) if k else np.zeros((n, 0, 6))
     if k:
-        best = ev.argmax(axis=1)
-        best_ev = ev[np.arange(n), best]
+        pick_from = ev if eligible is None else np.where(np.asarray(eligible, dtype=bool), ev, -np.inf)
+        best = pick_from.argmax(axis=1)
+        best_ev = pick_from[np.arange(n), best]
         offer_index = np.where(best_ev > 0, best, -1)
     else:
         offer_index = np.full(n, -1)

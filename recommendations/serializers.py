@@ -39,6 +39,8 @@ class QueueItemSerializer(serializers.Serializer):
     churn_risk = serializers.SerializerMethodField()
     priority = serializers.FloatField(source="rec.priority")
     status = serializers.CharField(source="rec.status")
+    # The model that served this member (a canary's members are served by the canary).
+    model_version = serializers.IntegerField(source="rec.model_version_id")
     route = serializers.CharField(source="rec.route")
     route_reasons = serializers.ListField(source="reasons", child=serializers.CharField())
     drivers = DriverSerializer(many=True)
@@ -191,7 +193,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = [
             "id", "created_at", "algorithm", "sha256", "as_of", "horizon_days", "train_start",
-            "params", "metrics", "offer_policy", "status", "status_history", "notes", "features",
+            "params", "metrics", "offer_policy", "status", "status_history", "notes", "features", "rollout",
         ]
         read_only_fields = fields
 

@@ -202,7 +202,10 @@ def model_version_promote(*, model_version: ModelVersion, actor, reason: str) ->
         old_status = version.status
         version.status = ModelVersion.Status.CHAMPION
         version.status_history = [*version.status_history, _status_entry(version.status, actor, reason)]
-        version.save(update_fields=["status", "status_history"])
+        # A promoted shadow or canary now serves everyone: its rollout ends (its flag stays, as
+        # the audit trail's subject, but no longer picks anyone: only candidates run as canaries).
+        version.rollout = ""
+        version.save(update_fields=["status", "status_history", "rollout"])
         audit_log(
             actor=actor, action="model.promote", object_type="model_version", object_id=version.pk,
             old={"status": old_status, "champion": previous.pk if previous else None},

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from recommendations import api, monitoring_views, views, whatif_api, whatif_views
+from recommendations import api, monitoring_views, rollout_views, views, whatif_api, whatif_views
 
 urlpatterns = [
     path("", views.queue, name="home"),
@@ -16,6 +16,9 @@ urlpatterns = [
     path("models/<int:pk>/tradeoff/", monitoring_views.fairness_tradeoff_request, name="models-tradeoff"),
     path("models/<int:pk>/drift/", monitoring_views.drift_check_request, name="models-drift"),
     path("models/alerts/<int:pk>/close/", monitoring_views.fairness_alert_close_view, name="models-alert-close"),
+    # Controlled rollout (recommendations.rollout_views)
+    path("models/<int:pk>/rollout/", rollout_views.model_rollout_view, name="models-rollout"),
+    path("rollout/flags/", rollout_views.flags_page, name="rollout-flags"),
     # What-if (recommendations.whatif_views)
     path("whatif/", whatif_views.home, name="whatif-home"),
     path("whatif/member/<str:member_id>/", whatif_views.member_page, name="whatif-member"),
@@ -42,6 +45,10 @@ api_urlpatterns = [
     path("models/<int:pk>/promote/", api.ModelPromoteAPI.as_view(), name="api-model-promote"),
     path("models/<int:pk>/rollback/", api.ModelRollbackAPI.as_view(), name="api-model-rollback"),
     path("models/<int:pk>/", api.ModelDetailAPI.as_view(), name="api-model"),
+    path("models/<int:pk>/rollout/", rollout_views.ModelRolloutAPI.as_view(), name="api-model-rollout"),
+    path("models/<int:pk>/comparison/", rollout_views.ModelComparisonAPI.as_view(), name="api-model-comparison"),
+    path("flags/", rollout_views.FlagListAPI.as_view(), name="api-flags"),
+    path("flags/<slug:name>/", rollout_views.FlagDetailAPI.as_view(), name="api-flag"),
     path("whatif/", whatif_api.WhatIfAPI.as_view(), name="api-whatif"),
     path("whatif/segments/", whatif_api.SegmentScenarioAPI.as_view(), name="api-whatif-segments"),
     path("whatif/scenarios/<int:pk>/", whatif_api.ScenarioAPI.as_view(), name="api-whatif-scenario"),

@@ -100,6 +100,17 @@ RULES: dict[str, list[Call]] = {
     "models-tradeoff": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
     "models-drift": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
     "models-alert-close": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    # Controlled rollout: flags and the shadow/canary switch are admins'; the comparison is
+    # read by whoever reads the models page. Flag "nope" and model 0 do not exist (404).
+    "rollout-flags": [Call("get", cap("manage_flags")), Call("post", cap("manage_flags"))],
+    "models-rollout": [Call("post", cap("manage_models"), lambda o: {"pk": 0})],
+    "api-flags": [Call("get", cap("manage_flags")), Call("post", cap("manage_flags"), data={}, json=True)],
+    "api-flag": [
+        Call("get", cap("manage_flags"), lambda o: {"name": "nope"}),
+        Call("patch", cap("manage_flags"), lambda o: {"name": "nope"}, {"share": 0.5}, json=True),
+    ],
+    "api-model-rollout": [Call("post", cap("manage_models"), lambda o: {"pk": 0}, {"mode": "off"}, json=True)],
+    "api-model-comparison": [Call("get", cap("view_models"), lambda o: {"pk": o["model"]})],
     # What-if: managers, seniors and admins. Unknown members and scenarios, and empty bodies,
     # answer 404/400 (or a redirect with a message) to those allowed: nothing is scored or saved.
     "whatif-home": [Call("get", cap("run_whatif"))],
