@@ -197,3 +197,45 @@ def test_reweighing_tradeoff_for_a_challenger(trained, role_users) -> None:
     frame = pd.DataFrame({"g": pop["members"]["tier"].to_numpy(), "y": pop["y"], "w": w.to_numpy()})
     cell = frame.groupby(["g", "y"])["w"].agg(["min", "max"])
     np.testing.assert_allclose(cell["min"], cell["max"])  # one weight per (group, label) cell
+
+
+MONITORING_BEAT = {
+    "recommendations-retrain": "recommendations.retrain_model",
+    "governance-fairness-report": "governance.fairness_report",
+    "governance-drift-check": "governance.model_drift_check",
+}
+
+
+def test_beat_schedule_runs_retraining_fairness_and_drift_on_the_champion(scored, settings) -> None:
+    from loyalty.celery import app
+
+    program, model, run = scored
+    assert model.status == ModelVersion.Status.CHAMPION
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovered tasks
+    outcomes = {}
+    for entry_name, task_name in MONITORING_BEAT.items():
+        entry = settings.CELERY_BEAT_SCHEDULE[entry_name]
+        assert entry["task"] == task_name and task_name in app.tasks
+        assert float(entry["schedule"]) >= 3600  # hourly or rarer: each one trains or scores
+        # What beat sends: the task by name, no arguments (tasks run in-process here).
+        outcomes[task_name] = app.tasks[task_name].apply_async(args=entry.get("args", ())).get()
+
+    report = FairnessReport.objects.get(pk=outcomes["governance.fairness_report"])
+    # Before the horizon's purchases are on record, the report is on the training holdout.
+    assert report.model_version_id == model.pk and report.source == "holdout"
+    model.refresh_from_db()
+    assert model.drift_psi == pytest.approx(outcomes["governance.model_drift_check"], abs=1e-6)
+    assert AuditEvent.objects.filter(action="model.drift", object_id=str(model.pk)).exists()
+    retrain = outcomes["recommendations.retrain_model"]
+    challenger = ModelVersion.objects.get(pk=retrain["model_version"])
+    assert challenger.pk != model.pk and "gate" in challenger.metrics
+    assert AuditEvent.objects.filter(action="model.retrain", object_id=str(challenger.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_scheduled_monitoring_without_a_champion_does_nothing(eager_celery) -> None:
+    from governance.tasks import fairness_report, model_drift_check
+
+    assert fairness_report.delay().get() is None
+    assert model_drift_check.delay().get() is None
+    assert not FairnessReport.objects.exists()
