@@ -198,6 +198,7 @@ class LearningSettingsSerializer(serializers.Serializer):
     override_weight = serializers.FloatField(min_value=0, required=False)
     approval_weight = serializers.FloatField(min_value=0, required=False)
     outcome_weight = serializers.FloatField(min_value=0, required=False)
+    choice_weight = serializers.FloatField(min_value=0, required=False)
     holdout_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
     evaluation_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
     auc_tolerance = serializers.FloatField(min_value=0, required=False)
