@@ -129,6 +129,7 @@ def loop_simulate(
     seed: int = 0,
     review_share: float = 0.2,
     log: Callable[[str], None] = lambda _m: None,
+    choice_weight: float | None = None,
 ) -> dict[str, Any]:
     """Run the loop (see the module docstring); returns {"cycles": [...], "final": {...}}."""
     from loyalty.models import Member
@@ -171,6 +172,8 @@ def loop_simulate(
 
     if learning_settings_get().holdout_share == 0:
         learning_settings_update(actor=admin, values={"holdout_share": 0.05})
+    if choice_weight is not None:
+        learning_settings_update(actor=admin, values={"choice_weight": choice_weight})
 
     truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(
