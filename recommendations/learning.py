@@ -11,13 +11,15 @@ sources of labels can correct them, and nothing else reaches the model:
   skipped) is a labeled example with the feature snapshot the manager saw
   (``Recommendation.features``): ``Decision.label_engaged`` (the manager's judgement of
   whether the member will engage, optional, e.g. with an override for reason
-  ``model_wrong``) labels the engagement model.
+  ``model_wrong``) labels the engagement model. An override also labels the response model:
+  the manager's offer beats the recommended one for this member, taught as the response
+  rates that swap their shown expected values (``override_response_targets``).
 * **Realized outcomes** (recommendations.outcomes, from imported events): once the horizon
   after the run's as_of is covered, ``Outcome.engaged`` replaces the manager's label; once a
   sent offer's response window has closed, ``Outcome.responded`` is a response example for
   the offer actually sent (the manager's choice on an override).
 
-Each example carries a weight from LearningSettings (override / approval / outcome weight,
+Each example carries a weight from LearningSettings (override / approval / outcome / choice weight,
 admin-editable, audited) and goes into the TRAINING split of train_bundle only
 (``labeled_examples``). Examples of members in the evaluation partition (a hash of
 pseudo_id) are never trained on: champion and challenger are both scored on them, the same
