@@ -26,8 +26,9 @@ Definitions (shown on the models page and stored in every report's ``definition`
 An admin-set level (recommendations.monitoring.monitor_thresholds) above which a column's
 difference opens a FairnessAlert (governance.services.fairness_alert_open) for that column's
 most deviating group; routing's fairness_alert rule then sends the group's items to people.
-Alerts exist for tier, region and gender (the columns routing knows); age-band differences
-are reported and shown as a banner but open no alert.
+Alerts exist for every group column (age band, gender, region, tier), and routing knows them
+all: an age-band alert sends the items of members in that band (their age at the run's as_of,
+loyalty.definitions.age_band) to people like any other.
 """
 
 from __future__ import annotations
@@ -43,27 +44,17 @@ from django.db import transaction
 from fairlearn.metrics import MetricFrame
 
 from governance.models import FairnessAlert, FairnessReport
+from loyalty.definitions import age_band
 
 RISK_THRESHOLD = 0.5
 N_BOOT = 200
 CI_QUANTILES = (0.05, 0.95)
 MIN_GROUP = 30
 GROUP_COLUMNS = ("age_band", "gender", "region", "tier")
-AGE_BANDS = ((25, "<25"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 METRICS = ("selection_rate", "tpr", "fpr")
 
 
 # -------------------------------------------------------------------------------- pure
-
-
-def age_band(birth_year: float | None, year: int) -> str:
-    if birth_year is None or (isinstance(birth_year, float) and math.isnan(birth_year)):
-        return "unknown"
-    age = year - int(birth_year)
-    for upper, label in AGE_BANDS:
-        if age < upper:
-            return label
-    return "65+"
 
 
 def selection_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -81,12 +81,14 @@ class EscalationPolicy(models.Model):
 
 class FairnessAlert(models.Model):
     """A group of members (column = value) whose outcomes look unfair. While open, routing can
-    send the group's items to people. The fairness monitor that opens these comes later."""
+    send the group's items to people (governance.fairness opens these from its reports).
+    ``age_band`` values are governance.fairness.age_band labels ("25-34", "65+", ...)."""
 
     class Column(models.TextChoices):
         TIER = "tier"
         REGION = "region"
         GENDER = "gender"
+        AGE_BAND = "age_band"
 
     class Status(models.TextChoices):
         OPEN = "open"

@@ -280,6 +280,7 @@ class RouteInputs:
     tier: Sequence[str]
     region: Sequence[str]
     gender: Sequence[str]
+    age_band: Sequence[str]  # governance.fairness.age_band of the member at the run's as_of
     model_psi: np.ndarray  # NaN when unknown
     model_drift: np.ndarray
     # Rules behind a feature flag (recommendations.rollout): rule kind -> bool per item, the
@@ -293,7 +294,7 @@ class RouteInputs:
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
         for name in ("high_stakes", "model_drift"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=bool).reshape(-1))
-        for name in ("offer_code", "tier", "region", "gender"):
+        for name in ("offer_code", "tier", "region", "gender", "age_band"):
             setattr(self, name, np.asarray([str(v or "") for v in getattr(self, name)], dtype=object).reshape(-1))
         lengths = {name: len(getattr(self, name)) for name in self.__dataclass_fields__ if name != "flagged_rules"}
         lengths.update({f"flagged_rules.{k}": len(v) for k, v in self.flagged_rules.items()})
@@ -321,6 +322,7 @@ class RouteInputs:
             tier=column("tier", ""),
             region=column("region", ""),
             gender=column("gender", ""),
+            age_band=column("age_band", ""),
             model_psi=[math.nan if v is None else v for v in column("model_psi", None)],
             model_drift=column("model_drift", False),
         )
@@ -389,7 +391,7 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
         mask = items.high_stakes.copy()
         return mask, lambda i: f"Offer {items.offer_code[i]} is marked high-stakes"
     if rule.kind == "fairness_alert":
-        columns = {"tier": items.tier, "region": items.region, "gender": items.gender}
+        columns = {"tier": items.tier, "region": items.region, "gender": items.gender, "age_band": items.age_band}
         alerts = sorted(a for a in context.open_alerts if a[0] in columns and a[1])
         mask = np.zeros(len(items), dtype=bool)
         for column, value in alerts:

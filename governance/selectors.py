@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from governance.models import EscalationPolicy, FairnessAlert
 from governance.routing import Budget, PolicyConfig, RouteInputs, RoutingContext
+from loyalty.definitions import age_band
 from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
 
 
@@ -135,7 +136,7 @@ def item_key(run_id: int, member_id: int) -> str:
 ROUTABLE_FIELDS = (
     "id", "run_id", "member_id", "offer__code", "offer__cost", "offer__high_stakes", "expected_value",
     "probability", "p_low", "p_high", "member__tier", "member__region", "member__gender",
-    "model_version__drift_psi", "model_version__drift_flagged", "status", "route",
+    "member__birth_year", "run__as_of", "model_version__drift_psi", "model_version__drift_flagged", "status", "route",
 )
 
 
@@ -175,6 +176,7 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
         tier=list(col["member__tier"]),
         region=list(col["member__region"]),
         gender=list(col["member__gender"]),
+        age_band=[age_band(b, d.year) for b, d in zip(col["member__birth_year"], col["run__as_of"], strict=True)],
         model_psi=[math.nan if v is None else v for v in col["model_version__drift_psi"]],
         model_drift=list(col["model_version__drift_flagged"]),
         flagged_rules=rule_flag_masks(col["member_id"]),

@@ -40,12 +40,14 @@ from governance.selectors import (
     routable_open_items,
     routing_context,
 )
+from loyalty.definitions import age_band
 from loyalty.models import Member, Offer
 from recommendations.models import (
     Decision,
     ModelVersion,
     Recommendation,
     RecommendationStatus,
+    ScoringRun,
 )
 
 User = AbstractBaseUser | AnonymousUser | None
@@ -177,10 +179,11 @@ def routes_for_scoring(
     from recommendations.rollout import rule_flag_masks
 
     config = policy_config_active()
+    year = ScoringRun.objects.values_list("as_of", flat=True).get(pk=run_id).year
     segments = {
-        pk: (tier, region, gender)
-        for pk, tier, region, gender in Member.objects.filter(pk__in=list(member_ids)).values_list(
-            "pk", "tier", "region", "gender"
+        pk: (tier, region, gender, age_band(birth_year, year))
+        for pk, tier, region, gender, birth_year in Member.objects.filter(pk__in=list(member_ids)).values_list(
+            "pk", "tier", "region", "gender", "birth_year"
         )
     }
     n = len(member_ids)
@@ -194,9 +197,10 @@ def routes_for_scoring(
         probability=probability,
         p_low=p_low,
         p_high=p_high,
-        tier=[segments.get(int(m), ("", "", ""))[0] for m in member_ids],
-        region=[segments.get(int(m), ("", "", ""))[1] for m in member_ids],
-        gender=[segments.get(int(m), ("", "", ""))[2] for m in member_ids],
+        tier=[segments.get(int(m), ("", "", "", ""))[0] for m in member_ids],
+        region=[segments.get(int(m), ("", "", "", ""))[1] for m in member_ids],
+        gender=[segments.get(int(m), ("", "", "", ""))[2] for m in member_ids],
+        age_band=[segments.get(int(m), ("", "", "", ""))[3] for m in member_ids],
         model_psi=np.full(n, psi),
         model_drift=np.full(n, bool(model_version.drift_flagged)),
         flagged_rules=rule_flag_masks(member_ids),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
@@ -9,8 +10,20 @@ from django.db import InterfaceError, OperationalError
 
 from governance.services import deadlines_enforce, open_items_reroute
 
+logger = logging.getLogger(__name__)
+
 # A database that went away usually comes back; both services are idempotent, so retrying is safe.
 RETRYABLE = (OperationalError, InterfaceError)
+
+
+def _champion_id(what: str) -> int | None:
+    from recommendations.selectors import model_version_champion
+
+    champion = model_version_champion()
+    if champion is None:
+        logger.info("%s skipped: no champion model yet", what)
+        return None
+    return champion.pk
 
 
 @shared_task(
@@ -44,11 +57,15 @@ def reroute_open_items(policy_version: int) -> dict[str, Any]:
     retry_backoff_max=120,
     max_retries=3,
 )
-def fairness_report(model_version_id: int, run_id: int | None = None) -> int:
+def fairness_report(model_version_id: int | None = None, run_id: int | None = None) -> int | None:
     """Build a fairness report (and open alerts above the levels); returns the report id.
+    Without a model id (the beat schedule) it reports on the champion; None without one.
     Each call writes a new report: a retry after a lost result only adds a fresher one."""
     from governance.fairness import fairness_report_build
 
+    model_version_id = model_version_id or _champion_id("fairness report")
+    if model_version_id is None:
+        return None
     return fairness_report_build(model_version_id=model_version_id, run_id=run_id).pk
 
 
@@ -61,9 +78,13 @@ def fairness_tradeoff(model_version_id: int, column: str | None = None) -> int:
 
 
 @shared_task(name="governance.model_drift_check", autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
-def model_drift_check(model_version_id: int, run_id: int | None = None) -> float | None:
-    """Measure a model's feature drift against training and store it (routing reads it)."""
+def model_drift_check(model_version_id: int | None = None, run_id: int | None = None) -> float | None:
+    """Measure a model's feature drift against training and store it (routing reads it).
+    Without a model id (the beat schedule) it checks the champion."""
     from recommendations.monitoring import model_drift_check as check
 
+    model_version_id = model_version_id or _champion_id("drift check")
+    if model_version_id is None:
+        return None
     result = check(model_version_id=model_version_id, run_id=run_id)
     return None if result is None else result.max_psi

@@ -25,6 +25,21 @@ TIER_NEXT_SPEND = {"bronze": 250.0, "silver": 550.0, "gold": 1100.0, "platinum":
 # follows within this many days.
 RESPONSE_WINDOW_DAYS = 14
 
+# Age bands of fairness reports and of routing's fairness alerts: upper age (exclusive), label.
+AGE_BANDS = ((25, "<25"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
+
+
+def age_band(birth_year: float | None, year: int) -> str:
+    """The member's age band in ``year``; "unknown" without a birth year."""
+    if birth_year is None or (isinstance(birth_year, float) and np.isnan(birth_year)):
+        return "unknown"
+    age = year - int(birth_year)
+    for upper, label in AGE_BANDS:
+        if age < upper:
+            return label
+    return "65+"
+
+
 EVENT_COLUMNS = [
     "member_id", "occurred_at", "kind", "amount", "points", "quantity",
     "duration_seconds", "score", "offer_code", "comment",

@@ -252,6 +252,16 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "recommendations.retrain_model",
         "schedule": float(os.environ.get("LEARNING_RETRAIN_EVERY_HOURS", 7 * 24)) * 3600,
     },
+    # Monitoring of the champion: a fairness report (opens alerts that route a group's items)
+    # and feature drift (PSI against training; routing reads the stored value).
+    "governance-fairness-report": {
+        "task": "governance.fairness_report",
+        "schedule": float(os.environ.get("FAIRNESS_REPORT_EVERY_HOURS", 24)) * 3600,
+    },
+    "governance-drift-check": {
+        "task": "governance.model_drift_check",
+        "schedule": float(os.environ.get("DRIFT_CHECK_EVERY_HOURS", 24)) * 3600,
+    },
 }
 # What-if segment scenarios live outside recommendations/tasks.py (a separate module).
 CELERY_IMPORTS = ("recommendations.whatif_tasks",)

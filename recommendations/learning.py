@@ -11,13 +11,15 @@ sources of labels can correct them, and nothing else reaches the model:
   skipped) is a labeled example with the feature snapshot the manager saw
   (``Recommendation.features``): ``Decision.label_engaged`` (the manager's judgement of
   whether the member will engage, optional, e.g. with an override for reason
-  ``model_wrong``) labels the engagement model.
+  ``model_wrong``) labels the engagement model. An override also labels the response model:
+  the manager's offer beats the recommended one for this member, taught as the response
+  rates that swap their shown expected values (``override_response_targets``).
 * **Realized outcomes** (recommendations.outcomes, from imported events): once the horizon
   after the run's as_of is covered, ``Outcome.engaged`` replaces the manager's label; once a
   sent offer's response window has closed, ``Outcome.responded`` is a response example for
   the offer actually sent (the manager's choice on an override).
 
-Each example carries a weight from LearningSettings (override / approval / outcome weight,
+Each example carries a weight from LearningSettings (override / approval / outcome / choice weight,
 admin-editable, audited) and goes into the TRAINING split of train_bundle only
 (``labeled_examples``). Examples of members in the evaluation partition (a hash of
 pseudo_id) are never trained on: champion and challenger are both scored on them, the same
@@ -58,6 +60,7 @@ from recommendations.models import (
     Outcome,
     Recommendation,
 )
+from recommendations.selectors import offer_terms_list
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ HOLDOUT_REASON = {
 }
 FAIRNESS_COLUMNS = ("region", "tier", "gender")
 SETTINGS_FIELDS = (
-    "override_weight", "approval_weight", "outcome_weight", "holdout_share", "evaluation_share",
+    "override_weight", "approval_weight", "outcome_weight", "choice_weight", "holdout_share", "evaluation_share",
     "auc_tolerance", "brier_tolerance", "coverage_tolerance", "policy_tolerance", "fairness_tolerance",
     "min_evaluation_examples", "auto_promote",
 )
@@ -211,6 +214,31 @@ def _feature_frame(rec_rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=FEATURE_NAMES, index=rec_rows.index)
 
 
+def override_response_targets(
+    *, chosen: str, rejected: str, shown: list[dict[str, Any]], terms: dict[str, Any]
+) -> dict[str, float]:
+    """Response-rate labels an override teaches: {offer code: target rate}.
+
+    The manager says the model ranked the two actions the wrong way round. The smallest
+    lesson that says so swaps their expected values as shown (``shown``: the
+    recommendation's alternatives, EV = p * value - cost, "no action" = 0): the chosen offer
+    should have been worth what the rejected one was shown at, and vice versa. Targets are
+    the response rates giving those values. Labeling the chosen offer 1 and the rejected 0
+    instead overshoots: it claims certainty no manager has, and the next model swings to the
+    chosen offer for members where it is worse.
+    """
+    ev = {a.get("code"): float(a.get("ev", 0.0)) for a in shown or []}
+    ev[""] = 0.0
+    if chosen not in ev or rejected not in ev:
+        return {}
+    out = {}
+    for code, value_to_learn in ((chosen, ev[rejected]), (rejected, ev[chosen])):
+        if code and code in terms and float(terms[code].value) > 0:
+            rate = (value_to_learn + float(terms[code].cost)) / float(terms[code].value)
+            out[code] = float(np.clip(rate, 0.0, 1.0))
+    return out
+
+
 def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> LabeledExamples:
     """Training and evaluation examples from standing decisions and realized outcomes.
 
@@ -233,10 +261,12 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
         return LabeledExamples(empty, empty.copy(), {"engagement": 0, "response": 0})
     recs = pd.DataFrame.from_records(
         Recommendation.objects.filter(pk__in=rec_ids)
-        .values_list("pk", "member_id", "model_version_id", "offer__code", "features")
+        .values_list("pk", "member_id", "model_version_id", "offer__code", "features", "alternatives")
         .iterator(chunk_size=5000),
-        columns=["recommendation_id", "member_pk", "model_version_id", "recommended_offer_code", "features"],
+        columns=["recommendation_id", "member_pk", "model_version_id", "recommended_offer_code", "features",
+                 "alternatives"],
     )
+    terms = {o.code: o for o in offer_terms_list(active_only=False)}
     recs["recommended_offer_code"] = recs["recommended_offer_code"].fillna("")
     feats = _feature_frame(recs)
     recs = pd.concat([recs.drop(columns=["features"]), feats], axis=1).set_index("recommendation_id")
@@ -250,7 +280,7 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
     for rec_id, r in recs.iterrows():
         base = {name: r[name] for name in FEATURE_NAMES}
         base.update(
-            recommendation_id=int(rec_id), member_pk=int(r["member_pk"]),
+            recommendation_id=int(rec_id), member_pk=int(r["member_pk"]), model_version_id=int(r["model_version_id"]),
             recommended_offer_code=r["recommended_offer_code"],
             label_offer_code=None if pd.isna(r.get("action")) else (r["label_offer_code"] or ""),
             decision_action=None if pd.isna(r.get("action")) else r["action"],
@@ -266,6 +296,16 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
             # A decision without an engagement label still labels the offer choice (evaluation).
             rows.append({**base, "engaged": np.nan, "offer_code": "", "responded": np.nan,
                          "weight": 0.0, "source": "manager"})
+        if r.get("action") == Decision.Action.OVERRIDE and cfg.choice_weight > 0:
+            for code, target in override_response_targets(
+                chosen=base["label_offer_code"], rejected=base["recommended_offer_code"],
+                shown=r["alternatives"], terms=terms,
+            ).items():
+                # A response rate as a label: two rows whose weights split choice_weight.
+                for label, share in ((1, target), (0, 1.0 - target)):
+                    if share > 0:
+                        rows.append({**base, "engaged": np.nan, "offer_code": code, "responded": label,
+                                     "weight": cfg.choice_weight * share, "source": "manager_choice"})
         if not pd.isna(r.get("responded")) and r.get("decided_offer_code"):
             action = r.get("decision_action")
             rows.append({**base, "engaged": np.nan, "offer_code": r["decided_offer_code"],
@@ -284,8 +324,10 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
         "engagement_from_outcomes": int((trainable["engaged"].notna() & (trainable["source"] == "outcome")).sum()),
         "engagement_from_managers": int((trainable["engaged"].notna() & (trainable["source"] == "manager")).sum()),
         "response": int(trainable["responded"].notna().sum()),
+        "response_from_overrides": int((trainable["responded"].notna() & (trainable["source"] == "manager_choice")).sum()),
         "evaluation_rows": int(len(evaluation)),
-        "weights": {"override": cfg.override_weight, "approval": cfg.approval_weight, "outcome": cfg.outcome_weight},
+        "weights": {"override": cfg.override_weight, "approval": cfg.approval_weight, "outcome": cfg.outcome_weight,
+                    "choice": cfg.choice_weight},
     }
     return LabeledExamples(trainable.reset_index(drop=True), evaluation, summary)
 
@@ -401,6 +443,12 @@ def models_compare(
     if n_eng >= cfg.min_evaluation_examples and classes == 2:
         offers = offer_terms_list(active_only=True)
         groups = _groups_for(evaluation)
+        # Agreement with the managers' offer choices only on recommendations neither model
+        # made: on its own recommendations the champion agrees with every approval by
+        # construction (the manager approved what it showed), which no challenger can match
+        # even when it picks better offers.
+        neutral = ~evaluation["model_version_id"].isin([champion.pk, challenger.pk])
+        evaluation = evaluation.assign(label_offer_code=evaluation["label_offer_code"].where(neutral))
         result = {"basis": "labeled evaluation examples (decision feedback and realized outcomes)"}
         for name, version in (("champion", champion), ("challenger", challenger)):
             bundle = bundle_load(version.pk, version.artifact_path, version.sha256)

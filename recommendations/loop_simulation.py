@@ -10,10 +10,14 @@ into an EMPTY database and then runs the real desk, cycle by cycle:
    region (fairlearn) and the policy value of its offers under the true response
    probabilities (scoring.policy_report);
 3. a simulated manager who knows the truth reviews this cycle's slice of the queue through
-   decisions.decision_record: approve when the recommended offer is the true best one,
-   otherwise override to the true best (reason model_wrong), and in both cases records
-   their judgement of the member's engagement (``label_engaged`` = true p_engage >= 0.5);
-4. the environment answers: each offer the desk sent produces an ``offer_sent`` event the
+   decisions.decision_record: approve unless the recommended offer is CLEARLY worse than the
+   true best one (its true expected value lower by more than ``CLEAR_REGRET``), else override
+   to the true best (reason model_wrong); in both cases they record their judgement of the
+   member's engagement (``label_engaged`` = true p_engage >= 0.5). A manager who overrode
+   every offer that is not exactly the best would override on noise: the member's unobservable
+   taste decides between offers of nearly equal value, no model can learn it, and the
+   override rate could never fall;
+4. the environment answers: each offer the desk sent (the approved or the manager's) produces an ``offer_sent`` event the
    day after as_of and, with the member's TRUE response probability, an ``offer_redeemed``
    within the response window; these events are imported with the real importer
    (loyalty.importers.import_csv), whose post-import hook joins them to the decisions
@@ -44,6 +48,9 @@ from sklearn.metrics import roc_auc_score
 from loyalty.definitions import EVENT_COLUMNS, RESPONSE_WINDOW_DAYS
 
 BIAS_GROUP = ("region", "north")
+# "Clearly worse": the recommended action's true expected value is this much (currency
+# units) below the best one's, about a tenth of an offer's value.
+CLEAR_REGRET = 5.0
 
 
 class LoopSimulationError(Exception):
@@ -122,6 +129,7 @@ def loop_simulate(
     seed: int = 0,
     review_share: float = 0.2,
     log: Callable[[str], None] = lambda _m: None,
+    choice_weight: float | None = None,
 ) -> dict[str, Any]:
     """Run the loop (see the module docstring); returns {"cycles": [...], "final": {...}}."""
     from loyalty.models import Member
@@ -164,6 +172,8 @@ def loop_simulate(
 
     if learning_settings_get().holdout_share == 0:
         learning_settings_update(actor=admin, values={"holdout_share": 0.05})
+    if choice_weight is not None:
+        learning_settings_update(actor=admin, values={"choice_weight": choice_weight})
 
     truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(
@@ -174,6 +184,11 @@ def loop_simulate(
     codes = np.array([o.code for o in offers] + [""])
     true_resp = truth[[f"p_response_{o.code}" for o in offers]]
     true_best = pd.Series(codes[oracle_choice(true_resp.to_numpy(float), offers)], index=truth.index)
+    # True expected value of every action per member ("" = no action: 0).
+    true_ev = pd.DataFrame(
+        true_resp.to_numpy(float) * np.array([float(o.value) for o in offers]) - np.array([float(o.cost) for o in offers]),
+        index=truth.index, columns=codes[:-1],
+    ).assign(**{"": 0.0})
 
     order = rng.permutation(member_rows.index.to_numpy())
     per_cycle = int(round(review_share * len(order)))
@@ -206,8 +221,10 @@ def loop_simulate(
             for rec in todo.itertuples(index=False):
                 best = true_best[rec.member_id]
                 engaged = bool(truth.at[rec.member_id, "p_engage"] >= 0.5)
-                if rec.offer_code == best:
+                regret = true_ev.at[rec.member_id, best] - true_ev.at[rec.member_id, rec.offer_code]
+                if regret <= CLEAR_REGRET:
                     decision_record(recommendation_id=rec.pk, actor=manager, action="approve", label_engaged=engaged)
+                    sent_code = rec.offer_code
                 else:
                     overrides += 1
                     decision_record(
@@ -216,8 +233,9 @@ def loop_simulate(
                         reason_text=f"better: {best or 'no action'}; member {'engaged' if engaged else 'at risk'}",
                         label_engaged=engaged,
                     )
-                if best:
-                    sent.append((rec.member_id, best))
+                    sent_code = best
+                if sent_code:
+                    sent.append((rec.member_id, sent_code))
             reviewed |= batch
             responses = _offer_events(pd.DataFrame(sent, columns=["member_id", "offer_code"]), truth, as_of, rng)
             _import_events(responses, workdir, f"responses-cycle-{cycle}")

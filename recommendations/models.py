@@ -287,6 +287,9 @@ class LearningSettings(models.Model):
     override_weight = models.FloatField(default=3.0)
     approval_weight = models.FloatField(default=1.0)
     outcome_weight = models.FloatField(default=2.0)
+    # Weight of an override's offer choice as response labels (the manager's offer responded,
+    # the rejected recommended offer did not): how strongly overrides steer the offer choice.
+    choice_weight = models.FloatField(default=10.0)
     # Share of members (by hash of pseudo_id) in the randomized holdout that never gets offers
     # (0 = off until an admin sets it, e.g. 0.05: turning it on changes who gets offers).
     holdout_share = models.FloatField(default=0.0)

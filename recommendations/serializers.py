@@ -209,6 +209,7 @@ class LearningSettingsSerializer(serializers.Serializer):
     override_weight = StrictFloatField(min_value=0, required=False)
     approval_weight = StrictFloatField(min_value=0, required=False)
     outcome_weight = StrictFloatField(min_value=0, required=False)
+    choice_weight = StrictFloatField(min_value=0, required=False)
     holdout_share = StrictFloatField(min_value=0, max_value=0.5, required=False)
     evaluation_share = StrictFloatField(min_value=0, max_value=0.5, required=False)
     auc_tolerance = StrictFloatField(min_value=0, required=False)

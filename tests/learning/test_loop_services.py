@@ -9,7 +9,7 @@ import pytest
 from governance.models import AuditEvent
 from loyalty.definitions import EVENT_COLUMNS
 from loyalty.importers import import_csv
-from loyalty.models import Member
+from loyalty.models import Member, Offer
 from loyalty.simulator import program_write_db, simulate_program
 from recommendations.decisions import DecisionConflict, decision_record, decision_undo
 from recommendations.learning import (
@@ -105,9 +105,23 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     rows = pd.concat([examples.train, examples.evaluation])
     assert set(rows.loc[rows["engaged"].notna(), "source"]) == {"outcome"}
     assert rows.loc[rows["recommendation_id"] == undone.pk, "label_offer_code"].isna().all()
-    response = rows[rows["responded"].notna()].set_index("recommendation_id")
+    cfg = learning_settings_get()
+    response = rows[rows["responded"].notna() & (rows["source"] == "outcome")].set_index("recommendation_id")
     assert response.loc[approved.pk, "responded"] == 1
-    assert response.loc[overridden.pk, "weight"] == learning_settings_get().override_weight
+    assert response.loc[overridden.pk, "weight"] == cfg.override_weight
+    # The override is also an offer-response lesson, at the admin-set choice weight: response
+    # rates that swap the two offers' expected values as shown. An approval teaches no preference.
+    choice = rows[rows["source"] == "manager_choice"]
+    assert set(choice["recommendation_id"]) == {overridden.pk}
+    assert set(choice["offer_code"]) == {other, overridden.offer.code}
+    shown = {a["code"]: a["ev"] for a in overridden.alternatives}
+    terms = {o.code: o for o in Offer.objects.all()}
+    for code, swapped_with in ((other, overridden.offer.code), (overridden.offer.code, other)):
+        lesson = choice[choice["offer_code"] == code]
+        assert lesson["weight"].sum() == pytest.approx(cfg.choice_weight)
+        rate = lesson.loc[lesson["responded"] == 1, "weight"].sum() / cfg.choice_weight
+        learned_ev = rate * float(terms[code].value) - float(terms[code].cost)
+        assert learned_ev == pytest.approx(max(shown[swapped_with], -float(terms[code].cost)), abs=1e-6)
 
 
 def test_gate_rejects_a_worse_challenger_and_passes_within_tolerance(db):

@@ -19,6 +19,7 @@ from django.urls import reverse
 from governance.fairness import fairness_report_build, fairness_tradeoff_build, training_population
 from governance.models import AuditEvent, FairnessAlert, FairnessReport, MonitorThresholds
 from governance.services import policy_save
+from loyalty.definitions import age_band
 from loyalty.models import Event, Member
 from recommendations.models import ModelVersion, Recommendation, RecommendationStatus, ScoringRun
 from recommendations.monitoring import coverage_over_time, model_drift_check
@@ -114,23 +115,32 @@ def test_monitoring_on_a_real_model_and_run(scored, role_users, django_capture_o
     assert tier["offer_rate"] == pytest.approx(recs.filter(offer__isnull=False).count() / recs.count())
     assert tier["selection_rate_low"] <= tier["selection_rate"] <= tier["selection_rate_high"]
 
-    # Every routable column with two comparable groups differs by more than 0: an alert each.
+    # Every column with two comparable groups differs by more than 0: an alert each, age band
+    # included (the member's age band at the run's as_of).
     assert report.alerts, report.differences
     opened = {(a["column"], a["value"]) for a in report.alerts}
-    assert {c for c, _ in opened} <= {"tier", "region", "gender"}
+    assert {c for c, _ in opened} == {"age_band", "tier", "region", "gender"}
     assert set(FairnessAlert.objects.filter(status="open").values_list("column", "value")) == opened
+
+    def group_of(member, column: str) -> str:
+        return age_band(member.birth_year, run.as_of.year) if column == "age_band" else getattr(member, column)
+
+    in_alerted = set()
+    for rec in Recommendation.objects.filter(run=run).select_related("member"):
+        if any(group_of(rec.member, c) == v for c, v in opened):
+            in_alerted.add(rec.pk)
     for column, value in opened:
-        items = Recommendation.objects.filter(run=run, **{f"member__{column}": value})
-        open_items = items.filter(status__in=[RecommendationStatus.PENDING, RecommendationStatus.ESCALATED])
-        assert open_items.exists()
+        group = [rec for rec in Recommendation.objects.filter(run=run).select_related("member")
+                 if group_of(rec.member, column) == value]
+        open_items = [rec for rec in group if rec.status in (RecommendationStatus.PENDING, RecommendationStatus.ESCALATED)]
+        assert open_items, (column, value)
         for rec in open_items:
             assert rec.status == RecommendationStatus.ESCALATED and rec.route == "senior", (column, value)
             # The reason names one of the member's alerted groups (the first, when in several).
             reason = next(r for r in rec.route_reasons if r.get("code") == "fairness_alert")
-            member = rec.member
-            assert any(f"{c} = {v}" in reason["text"] and getattr(member, c) == v for c, v in opened)
-    others = Recommendation.objects.filter(run=run, status=RecommendationStatus.PENDING)
-    assert others.exists()  # members in no alerted group stay with managers
+            assert any(f"{c} = {v}" in reason["text"] and group_of(rec.member, c) == v for c, v in opened)
+    others = set(Recommendation.objects.filter(run=run, status=RecommendationStatus.PENDING).values_list("pk", flat=True))
+    assert others and not others & in_alerted  # members in no alerted group stay with managers
     # A second report opens no duplicate alerts.
     again = fairness_report_build(model_version_id=model.pk, n_boot=0)
     assert again.alerts == [] and FairnessAlert.objects.filter(status="open").count() == len(opened)
@@ -187,3 +197,45 @@ def test_reweighing_tradeoff_for_a_challenger(trained, role_users) -> None:
     frame = pd.DataFrame({"g": pop["members"]["tier"].to_numpy(), "y": pop["y"], "w": w.to_numpy()})
     cell = frame.groupby(["g", "y"])["w"].agg(["min", "max"])
     np.testing.assert_allclose(cell["min"], cell["max"])  # one weight per (group, label) cell
+
+
+MONITORING_BEAT = {
+    "recommendations-retrain": "recommendations.retrain_model",
+    "governance-fairness-report": "governance.fairness_report",
+    "governance-drift-check": "governance.model_drift_check",
+}
+
+
+def test_beat_schedule_runs_retraining_fairness_and_drift_on_the_champion(scored, settings) -> None:
+    from loyalty.celery import app
+
+    program, model, run = scored
+    assert model.status == ModelVersion.Status.CHAMPION
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovered tasks
+    outcomes = {}
+    for entry_name, task_name in MONITORING_BEAT.items():
+        entry = settings.CELERY_BEAT_SCHEDULE[entry_name]
+        assert entry["task"] == task_name and task_name in app.tasks
+        assert float(entry["schedule"]) >= 3600  # hourly or rarer: each one trains or scores
+        # What beat sends: the task by name, no arguments (tasks run in-process here).
+        outcomes[task_name] = app.tasks[task_name].apply_async(args=entry.get("args", ())).get()
+
+    report = FairnessReport.objects.get(pk=outcomes["governance.fairness_report"])
+    # Before the horizon's purchases are on record, the report is on the training holdout.
+    assert report.model_version_id == model.pk and report.source == "holdout"
+    model.refresh_from_db()
+    assert model.drift_psi == pytest.approx(outcomes["governance.model_drift_check"], abs=1e-6)
+    assert AuditEvent.objects.filter(action="model.drift", object_id=str(model.pk)).exists()
+    retrain = outcomes["recommendations.retrain_model"]
+    challenger = ModelVersion.objects.get(pk=retrain["model_version"])
+    assert challenger.pk != model.pk and "gate" in challenger.metrics
+    assert AuditEvent.objects.filter(action="model.retrain", object_id=str(challenger.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_scheduled_monitoring_without_a_champion_does_nothing(eager_celery) -> None:
+    from governance.tasks import fairness_report, model_drift_check
+
+    assert fairness_report.delay().get() is None
+    assert model_drift_check.delay().get() is None
+    assert not FairnessReport.objects.exists()

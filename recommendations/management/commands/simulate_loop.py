@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--review-share", type=float, default=0.2,
                             help="share of members the managers review per cycle")
+        parser.add_argument("--choice-weight", type=float, default=None,
+                            help="set LearningSettings.choice_weight (audited) before the loop, e.g. 0 to "
+                                 "compare without the overrides' offer-response lessons")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--details", action="store_true",
                             help="with --json: include per-cycle retrain details and final outcomes")
@@ -43,6 +46,7 @@ class Command(BaseCommand):
             report = loop_simulate(
                 cycles=options["cycles"], members=options["members"], bias_rate=options["bias_rate"],
                 seed=options["seed"], review_share=options["review_share"], log=log,
+                choice_weight=options["choice_weight"],
             )
         except (LoopSimulationError, LearningError) as exc:
             raise CommandError(str(exc)) from exc
