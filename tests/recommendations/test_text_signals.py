@@ -114,20 +114,26 @@ def test_text_drivers_read_in_plain_words() -> None:
 
 
 def test_simulated_comments_carry_signal_beyond_the_numbers() -> None:
+    from sklearn.metrics import roc_auc_score
+
     from loyalty.simulator import simulate_program
     from recommendations.quality import text_signal_auc
 
-    # Measured over seeds 0-5 at 5,000 members the gain was +0.004 to +0.018 (20,000: +0.005
-    # to +0.013); seed 0 gains +0.014. A comment must not be the label in disguise either:
-    # with text the model stays below the Bayes-optimal AUC of the true probabilities.
-    program = simulate_program(members=5000, seed=0)
-    result = text_signal_auc(program, seed=0)
-    assert result["auc_with_text"] > result["auc_without_text"] + 0.005
-    assert 0.3 < result["members_with_comments"] < 0.6
-    from sklearn.metrics import roc_auc_score
-
-    truth = program.ground_truth
-    assert result["auc_with_text"] < roc_auc_score(truth["engaged"], truth["p_engage"])
+    # App sessions already reveal most of a member's engagement, so the comments' extra AUC
+    # is small next to the noise of ~1,000 held-out members: one seed can show +0.001, another
+    # +0.009 (seeds 0-2 at 5,000 members, after sessions became ~10 per purchase). Pooled over
+    # three programs the gain is clear and every program gains. A comment must not be the
+    # label in disguise either: with text the model stays below the Bayes-optimal AUC.
+    gains = []
+    for seed in (0, 1, 2):
+        program = simulate_program(members=5000, seed=seed)
+        result = text_signal_auc(program, seed=seed)
+        gains.append(result["auc_with_text"] - result["auc_without_text"])
+        assert 0.3 < result["members_with_comments"] < 0.6
+        truth = program.ground_truth
+        assert result["auc_with_text"] < roc_auc_score(truth["engaged"], truth["p_engage"])
+    assert min(gains) > 0, gains
+    assert np.mean(gains) > 0.003, gains
 
 
 def test_bench_reports_auc_with_and_without_text() -> None:

@@ -191,7 +191,7 @@ def test_a_routing_rule_behind_a_flag_holds_only_for_flagged_members() -> None:
     items = dict(
         key=[f"1:{i}" for i in range(n)], offer_code=["B500"] * n, offer_cost=[1.0] * n, high_stakes=[False] * n,
         expected_value=[500.0] * n, probability=[0.6] * n, p_low=[0.5] * n, p_high=[0.7] * n,
-        tier=["silver"] * n, region=["north"] * n, gender=["f"] * n, model_psi=[np.nan] * n, model_drift=[False] * n,
+        tier=["silver"] * n, region=["north"] * n, gender=["f"] * n, age_band=["35-49"] * n, model_psi=[np.nan] * n, model_drift=[False] * n,
     )
     everyone = route_items(RouteInputs(**items), policy=policy)
     assert list(everyone.routes) == ["senior"] * n
