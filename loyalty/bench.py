@@ -282,7 +282,7 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
     The real `chunk_score` on a scratch copy of the run's first chunk, inside a transaction
     that is rolled back: the rows are really inserted (indexes, constraints) and then undone.
     """
-    from django.db import transaction
+    from django.db import connection, transaction
     from threadpoolctl import threadpool_limits
 
     from recommendations.models import ScoringChunk, ScoringRun
@@ -294,6 +294,11 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
     for _ in range(2):  # the first pass also loads the model; keep the faster pass
         # One compute thread, as in each worker pool process (recommendations.tasks).
         with threadpool_limits(limits=1), transaction.atomic():
+            if connection.vendor == "postgresql":
+                # The foreign keys are checked at commit, which this rolled-back transaction
+                # never reaches: check them as each row is written, so "write" includes them.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             scratch = ScoringRun.objects.create(
                 model_version_id=source.model_version_id, as_of=source.as_of,
                 chunk_size=source.chunk_size, chunks_total=2,  # never "finishes": no supersede step
