@@ -42,6 +42,8 @@ class BenchOptions:
     # Pad the recommendations table to this many rows before timing the desk (0: as scored).
     queue_rows: int = 0
     latency_samples: int = 40
+    # Train on a sample of this many members (None: the training service's default cap).
+    train_members: int | None = None
 
 
 # ---------------------------------------------------------------- outer: mode and database
@@ -98,6 +100,7 @@ def bench_outer(options: BenchOptions, *, keep_db: bool, progress: Callable[[str
         "--members", str(options.members), "--seed", str(options.seed),
         "--workers", str(options.workers), "--chunk-size", str(options.chunk_size),
         "--queue-rows", str(options.queue_rows),
+        *(["--train-members", str(options.train_members)] if options.train_members else []),
     ]
     try:
         child = subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr)
@@ -424,7 +427,9 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     with _timed(results, "db_load_s", log):
         program_write_db(program, replace=False)
     with _timed(results, "train_s", log):
-        model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days)
+        sample = {"max_members": options.train_members} if options.train_members else {}
+        model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, **sample)
+    results["train_members"] = model.params.get("train_members")
     run_id = _run_scoring(options, as_of=program.as_of, mode=mode, results=results, log=log)
     _chunk_profile(run_id=run_id, results=results, log=log)
     _quality(run_id, program, results)
