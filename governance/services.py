@@ -175,16 +175,19 @@ def routes_for_scoring(
     expected_value: np.ndarray,
 ) -> RoutingResult:
     """Route a scoring chunk's new recommendations with the policy in force (one query for the
-    members' segments, one for alerts, a few for budget spend)."""
+    members' segments, one for alerts, a few for budget spend). ``member_ids`` are the chunk's
+    members: their segments are read by the pk range they span."""
     from recommendations.rollout import rule_flag_masks
 
     config = policy_config_active()
     year = ScoringRun.objects.values_list("as_of", flat=True).get(pk=run_id).year
+    # A chunk's members are one pk range: a range scan, not an IN list of thousands of ids
+    # (compiling and parsing that list cost more than the routing itself).
     segments = {
         pk: (tier, region, gender, age_band(birth_year, year))
-        for pk, tier, region, gender, birth_year in Member.objects.filter(pk__in=list(member_ids)).values_list(
-            "pk", "tier", "region", "gender", "birth_year"
-        )
+        for pk, tier, region, gender, birth_year in Member.objects.filter(
+            pk__gte=min(member_ids, default=0), pk__lte=max(member_ids, default=-1)
+        ).values_list("pk", "tier", "region", "gender", "birth_year")
     }
     n = len(member_ids)
     psi = np.nan if model_version.drift_psi is None else float(model_version.drift_psi)

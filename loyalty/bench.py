@@ -42,6 +42,8 @@ class BenchOptions:
     # Pad the recommendations table to this many rows before timing the desk (0: as scored).
     queue_rows: int = 0
     latency_samples: int = 40
+    # Train on a sample of this many members (None: the training service's default cap).
+    train_members: int | None = None
 
 
 # ---------------------------------------------------------------- outer: mode and database
@@ -98,6 +100,7 @@ def bench_outer(options: BenchOptions, *, keep_db: bool, progress: Callable[[str
         "--members", str(options.members), "--seed", str(options.seed),
         "--workers", str(options.workers), "--chunk-size", str(options.chunk_size),
         "--queue-rows", str(options.queue_rows),
+        *(["--train-members", str(options.train_members)] if options.train_members else []),
     ]
     try:
         child = subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr)
@@ -139,6 +142,72 @@ class PeakRss:
         self._thread.join()
 
 
+class CpuMeter:
+    """Samples {pid: CPU seconds so far} in the background and adds up what each process used
+    while the meter ran (a process first seen later counts from zero: it started meanwhile).
+
+    Wall seconds on a shared machine include waiting for a core; CPU seconds do not.
+    """
+
+    def __init__(self, sample: Callable[[], dict[int, float]], interval: float = 0.2) -> None:
+        self.sample, self.interval = sample, interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _take(self, *, baseline: bool) -> None:
+        for pid, seconds in self.sample().items():
+            self._first.setdefault(pid, seconds if baseline else 0.0)
+            self._last[pid] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._take(baseline=False)
+
+    @property
+    def seconds(self) -> float:
+        return sum(last - self._first[pid] for pid, last in self._last.items())
+
+    def __enter__(self) -> CpuMeter:
+        self._take(baseline=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._take(baseline=False)
+
+
+class DatabaseBackendsCpu:
+    """{pid: CPU seconds} of the Postgres backends connected to the bench database, other than
+    this sampler's own (read from /proc: the bench runs next to its server). Call close()."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+
+    def __call__(self) -> dict[int, float]:
+        import psutil
+
+        pids = self._conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        times = {}
+        for (pid,) in pids:
+            try:
+                cpu = psutil.Process(pid).cpu_times()
+                times[pid] = cpu.user + cpu.system
+            except psutil.Error:
+                continue
+        return times
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _timed(results: dict, key: str, log: Callable[[str], None]):
     class _Timer:
         def __enter__(self) -> None:
@@ -175,8 +244,10 @@ def _run_scoring(options: BenchOptions, *, as_of, mode: str, results: dict, log)
     else:
         # In-process: the peak of this process is the "worker" memory.
         sampler = lambda: [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]  # noqa: E731
+    worker_cpu = worker.cpu_seconds if worker is not None else lambda: {os.getpid(): time.process_time()}
+    db_cpu = DatabaseBackendsCpu() if mode == "distributed" else dict
     try:
-        with PeakRss(sampler) as peak:
+        with PeakRss(sampler) as peak, CpuMeter(worker_cpu) as workers_cpu, CpuMeter(db_cpu) as backends_cpu:
             start = time.perf_counter()
             run = run_start(as_of=as_of, chunk_size=options.chunk_size)
             while True:
@@ -190,10 +261,19 @@ def _run_scoring(options: BenchOptions, *, as_of, mode: str, results: dict, log)
     finally:
         if worker is not None:
             worker.stop()
+        if isinstance(db_cpu, DatabaseBackendsCpu):
+            db_cpu.close()
     results["score_s"] = round(elapsed, 2)
     results["recs_scored"] = run.members_scored
     results["recs_per_s"] = round(run.members_scored / elapsed, 1)
     results["peak_worker_rss_mb"] = round(peak.peak_bytes / 2**20, 1)
+    # What the run cost, whatever else the machine was doing: CPU of the worker processes
+    # and of the bench database's Postgres backends (the run's start and polling included;
+    # the server's WAL writer and checkpointer are not).
+    results["score_worker_cpu_s"] = round(workers_cpu.seconds, 2)
+    results["score_db_cpu_s"] = round(backends_cpu.seconds, 2)
+    cpu = workers_cpu.seconds + backends_cpu.seconds
+    results["recs_per_cpu_s"] = round(run.members_scored / cpu, 1) if cpu else None
     results["workers"] = options.workers if mode == "distributed" else 1
     log(f"scored {run.members_scored} members in {elapsed:.1f}s ({results['recs_per_s']}/s)")
     return run.pk
@@ -205,7 +285,7 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
     The real `chunk_score` on a scratch copy of the run's first chunk, inside a transaction
     that is rolled back: the rows are really inserted (indexes, constraints) and then undone.
     """
-    from django.db import transaction
+    from django.db import connection, transaction
     from threadpoolctl import threadpool_limits
 
     from recommendations.models import ScoringChunk, ScoringRun
@@ -213,10 +293,15 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
 
     source = ScoringRun.objects.get(pk=run_id)
     first = ScoringChunk.objects.get(run_id=run_id, index=0)
-    best: dict[str, float] = {}
+    best = None
     for _ in range(2):  # the first pass also loads the model; keep the faster pass
         # One compute thread, as in each worker pool process (recommendations.tasks).
         with threadpool_limits(limits=1), transaction.atomic():
+            if connection.vendor == "postgresql":
+                # The foreign keys are checked at commit, which this rolled-back transaction
+                # never reaches: check them as each row is written, so "write" includes them.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             scratch = ScoringRun.objects.create(
                 model_version_id=source.model_version_id, as_of=source.as_of,
                 chunk_size=source.chunk_size, chunks_total=2,  # never "finishes": no supersede step
@@ -226,13 +311,16 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
             )
             outcome = chunk_score(chunk_id=chunk.pk)
             transaction.set_rollback(True)
-        if not best or sum(outcome.stage_seconds.values()) < sum(best.values()):
-            best = dict(outcome.stage_seconds)
-            best["members"] = outcome.rows_written
-    results["chunk_members"] = best.pop("members")
-    for stage, seconds in best.items():
-        results[f"chunk_{stage}_s"] = round(seconds, 3)
-    log(f"one chunk of {results['chunk_members']} members: {best}")
+        if best is None or sum(outcome.stage_seconds.values()) < sum(best.stage_seconds.values()):
+            best = outcome
+    results["chunk_members"] = best.rows_written
+    # Wall seconds, CPU seconds of this process and of its Postgres backend, per stage.
+    for suffix, stages in (("s", best.stage_seconds), ("cpu_s", best.stage_cpu_seconds),
+                           ("db_cpu_s", best.stage_db_cpu_seconds)):
+        for stage, seconds in stages.items():
+            results[f"chunk_{stage}_{suffix}"] = round(seconds, 3)
+    log(f"one chunk of {best.rows_written} members: wall {best.stage_seconds}, "
+        f"cpu {best.stage_cpu_seconds}, db cpu {best.stage_db_cpu_seconds}")
 
 
 def _quality(run_id: int, program, results: dict) -> None:
@@ -310,12 +398,20 @@ def _bare_rate(model_version, as_of, results: dict, sample_members: int = 20_000
     # The best this process can do: library threads as they come, and one thread (what each
     # worker pool process uses; on a busy 2-core machine often the faster of the two).
     rates = {}
+    cpu_rates = []
     for threads in (None, 1):
         with threadpool_limits(limits=threads):
-            rates[threads or "default"] = max(bare_score_rate(bundle, features, offers) for _ in range(2))
+            for _ in range(2):
+                cpu_start = time.process_time()
+                rates[threads or "default"] = max(rates.get(threads or "default", 0.0),
+                                                  bare_score_rate(bundle, features, offers))
+                if threads == 1:
+                    cpu_rates.append(len(features) / max(time.process_time() - cpu_start, 1e-9))
     best = max(rates, key=rates.get)
     results["bare_recs_per_s"] = round(rates[best], 1)
     results["bare_threads"] = best
+    # One thread's CPU rate: what the bare compute costs, whatever else the machine is doing.
+    results["bare_recs_per_cpu_s"] = round(max(cpu_rates), 1)
     return features
 
 
@@ -350,7 +446,9 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     with _timed(results, "db_load_s", log):
         program_write_db(program, replace=False)
     with _timed(results, "train_s", log):
-        model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days)
+        sample = {"max_members": options.train_members} if options.train_members else {}
+        model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, **sample)
+    results["train_members"] = model.params.get("train_members")
     run_id = _run_scoring(options, as_of=program.as_of, mode=mode, results=results, log=log)
     _chunk_profile(run_id=run_id, results=results, log=log)
     _quality(run_id, program, results)
@@ -359,6 +457,11 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     features = _bare_rate(model, program.as_of, results)
     # End to end (database in and out, queue, workers) against one process scoring in-memory arrays.
     results["bare_ratio"] = round(results["recs_per_s"] / results["bare_recs_per_s"], 3)
+    # The same ratio from CPU seconds, independent of the machine's load: what the workers and
+    # their backends would do on this many otherwise idle cores, against one bare thread.
+    if results.get("recs_per_cpu_s"):
+        cores = min(os.cpu_count() or 1, results["workers"])
+        results["cpu_bare_ratio"] = round(cores * results["recs_per_cpu_s"] / results["bare_recs_per_cpu_s"], 3)
     _seed_rf_rate(features, results, options.seed_rf_rows, options.seed)
     if options.queue_rows:
         with _timed(results, "queue_pad_s", log):
@@ -369,6 +472,8 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     results.update(whatif_latency(model_version=model, samples=options.latency_samples, seed=options.seed))
     _import_rate(program, results, log)
     _retrain_time(results, log)
+    # The bench process itself holds the whole simulated program (1M members: ~24M events).
+    results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return results
 
 
@@ -493,6 +598,11 @@ LABELS = [
     ("bare_recs_per_s", "bare compute, one core", "recs/s"),
     ("bare_ratio", "end-to-end / bare", ""),
     ("seed_rf_recs_per_s", "seed setup (RF 100 trees + TreeSHAP)", "recs/s"),
+    ("recs_per_cpu_s", "end-to-end per CPU second (workers + their Postgres backends)", "recs"),
+    ("bare_recs_per_cpu_s", "bare compute per CPU second", "recs"),
+    ("cpu_bare_ratio", "end-to-end / bare from CPU seconds (idle-machine projection)", ""),
+    ("score_worker_cpu_s", "scoring run: worker CPU", "s"),
+    ("score_db_cpu_s", "scoring run: Postgres backend CPU", "s"),
     ("peak_worker_rss_mb", "peak worker process RSS", "MiB"),
     ("queue_rows", "recommendations in the table (desk timings)", ""),
     ("queue_page_p50_ms", "queue page p50", "ms"),
@@ -514,6 +624,9 @@ LABELS = [
     ("chunk_score_s", "chunk: predict, interval, SHAP, offers", "s"),
     ("chunk_build_s", "chunk: build rows", "s"),
     ("chunk_write_s", "chunk: write rows, mark done", "s"),
+    *[(f"chunk_{stage}_{suffix}", f"chunk: {stage}, {what}", "s")
+      for suffix, what in (("cpu_s", "worker CPU"), ("db_cpu_s", "Postgres backend CPU"))
+      for stage in ("load", "features", "score", "build", "write")],
 ]
 
 

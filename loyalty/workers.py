@@ -69,6 +69,21 @@ class WorkerProcess:
             pass
         return sizes
 
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds (user + system) used so far by the main process and each pool child."""
+        times = {}
+        try:
+            main = psutil.Process(self.proc.pid)
+            for process in [main, *main.children(recursive=True)]:
+                try:
+                    cpu = process.cpu_times()
+                    times[process.pid] = cpu.user + cpu.system
+                except psutil.NoSuchProcess:
+                    continue
+        except psutil.NoSuchProcess:
+            pass
+        return times
+
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool children) at once."""
         if self.proc.poll() is None:

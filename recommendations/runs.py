@@ -280,6 +280,8 @@ class ChunkOutcome:
     skipped_no_consent: int = 0
     run_finished: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    stage_db_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def worker_label() -> str:
@@ -394,25 +396,56 @@ def chunk_score(*, chunk_id: int, reclaim: bool = False) -> ChunkOutcome:
         finished = _run_finish_if_complete(run.pk)
     clock.lap("write")
     logger.info(
-        "scoring run %s chunk %s: %s written, %s skipped (no consent); seconds %s",
-        run.pk, chunk.index, written, skipped, clock.seconds,
+        "scoring run %s chunk %s: %s written, %s skipped (no consent); seconds %s; cpu %s; db cpu %s",
+        run.pk, chunk.index, written, skipped, clock.seconds, clock.cpu_seconds, clock.db_cpu_seconds,
     )
     return ChunkOutcome(
         chunk_id=chunk_id, claimed=True, rows_written=written,
         skipped_no_consent=skipped, run_finished=finished, stage_seconds=clock.seconds,
+        stage_cpu_seconds=clock.cpu_seconds, stage_db_cpu_seconds=clock.db_cpu_seconds,
     )
 
 
+def db_backend_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the Postgres backend serving this connection, or None when
+    that process cannot be read here (another backend, a remote server, no permission).
+
+    On a shared machine a stage's wall seconds include waiting for a core; CPU seconds, in the
+    worker and in its backend, say what the stage costs."""
+    import psutil
+
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            process = psutil.Process(cursor.fetchone()[0])
+            # A pid of this host that is not a postgres process: the server runs elsewhere.
+            if "postgres" not in process.name():
+                return None
+            times = process.cpu_times()
+    except (psutil.Error, OSError):
+        return None
+    return times.user + times.system
+
+
 class StageClock:
-    """Wall-clock seconds per stage of a chunk (load, features, score, build, write)."""
+    """Seconds per stage of a chunk (load, features, score, build, write): wall clock, CPU of
+    this process, and CPU of its Postgres backend when readable (`db_backend_cpu_seconds`)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.cpu_seconds: dict[str, float] = {}
+        self.db_cpu_seconds: dict[str, float] = {}
+        self._last = (time.perf_counter(), time.process_time(), db_backend_cpu_seconds())
 
     def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 4)
+        now = (time.perf_counter(), time.process_time(), db_backend_cpu_seconds())
+        for totals, before, after in zip(
+            (self.seconds, self.cpu_seconds, self.db_cpu_seconds), self._last, now, strict=True
+        ):
+            if before is not None and after is not None:
+                totals[stage] = round(totals.get(stage, 0.0) + after - before, 4)
         self._last = now
 
 
@@ -449,7 +482,7 @@ class RecommendationColumns:
     expected_value: np.ndarray
     ev_low: np.ndarray
     ev_high: np.ndarray
-    alternatives: list[str]
+    alternatives: Any  # pyarrow string array of compact JSON
     shap_values: np.ndarray
     shap_base: np.ndarray
     features: np.ndarray
@@ -463,17 +496,30 @@ class RecommendationColumns:
         return len(self.member_id)
 
 
-def _alternatives_json(codes: list[str], alternatives: np.ndarray) -> list[str]:
-    """Compact JSON per row: [{"code": ..., "p_response": ..., ...}, ...] in offer order.
+def _alternatives_json(codes: list[str], alternatives: np.ndarray) -> Any:
+    """Compact JSON per row: [{"code": ..., "p_response": ..., ...}, ...] in offer order, as an
+    Arrow string array.
 
-    One %-format per row over a template built once; repr keeps every float exact.
+    Built column-wise by Arrow (a chunk has ~10,000 rows x offers x 6 numbers): each number is
+    cast to its shortest exact decimal text, then each row's pieces are joined with the fixed
+    JSON text between them. No per-row or per-number Python work.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(alternatives)
     if not codes:
-        return ["[]"] * len(alternatives)
-    entry = ",".join(f'"{key}":%r' for key in ALTERNATIVE_KEYS)
-    template = "[" + ",".join(f'{{"code":{json.dumps(code)},{entry}}}' for code in codes) + "]"
-    flat = np.asarray(alternatives, dtype=np.float64).reshape(len(alternatives), -1).tolist()
-    return [template % tuple(row) for row in flat]
+        return pa.array(["[]"] * n, pa.string())
+    flat = np.asarray(alternatives, dtype=np.float64).reshape(n, len(codes) * len(ALTERNATIVE_KEYS))
+    pieces: list[Any] = []
+    text = "["
+    for j, code in enumerate(codes):
+        for k, key in enumerate(ALTERNATIVE_KEYS):
+            text += (f'{{"code":{json.dumps(code)},' if k == 0 else ",") + f'"{key}":'
+            pieces += [pa.scalar(text), pc.cast(pa.array(flat[:, j * len(ALTERNATIVE_KEYS) + k]), pa.string())]
+            text = ""
+        text = "}," if j < len(codes) - 1 else "}]"
+    return pc.binary_join_element_wise(*pieces, pa.scalar(text), pa.scalar(""))
 
 
 def _recommendations_build(
@@ -529,15 +575,27 @@ def _recommendations_build(
     )
 
 
-def _bytea_hex(matrix: np.ndarray) -> np.ndarray:
-    """Each row's bytes as Postgres bytea hex input (\\x...), without a Python loop."""
-    width = 2 * matrix.shape[1] * matrix.itemsize
-    digits = np.frombuffer(np.ascontiguousarray(matrix).tobytes().hex().encode(), dtype=f"S{width}")
-    return np.char.add("\\x", digits.astype(str))
+def _bytea_hex(matrix: np.ndarray) -> Any:
+    """Each row's bytes as Postgres bytea hex input (\\x...), as an Arrow string array, without
+    a Python loop: one hex pass over the whole buffer, the prefix added as two byte columns."""
+    import pyarrow as pa
+
+    n, width = len(matrix), 2 * matrix.shape[1] * matrix.itemsize
+    digits = np.frombuffer(np.ascontiguousarray(matrix).tobytes().hex().encode(), np.uint8).reshape(n, width)
+    prefixed = np.empty((n, width + 2), np.uint8)
+    prefixed[:, :2] = np.frombuffer(b"\\x", np.uint8)
+    prefixed[:, 2:] = digits
+    return pa.array(prefixed.view(f"S{width + 2}").ravel(), pa.binary(width + 2)).cast(pa.string())
 
 
-def _copy_csv(rows: RecommendationColumns) -> memoryview:
-    """The rows as COPY CSV, in ROW_COLUMNS order, written by Arrow's C++ CSV writer.
+# Per chunk, the same for every row: written into each CSV line so COPY can fill the table
+# directly (the table has no database defaults for them). decided_at stays NULL.
+_CONSTANT_COLUMNS = ("run_id", "model_version_id", "as_of", "created_at", "offer_policy")
+
+
+def _copy_csv(rows: RecommendationColumns, constants: dict[str, Any]) -> memoryview:
+    """The rows as COPY CSV, in ROW_COLUMNS then _CONSTANT_COLUMNS order, written by Arrow's
+    C++ CSV writer.
 
     Arrow quotes every string (JSON quotes doubled) and leaves NULL empty and unquoted, which
     is how Postgres' CSV mode reads them; floats are written in their shortest exact form.
@@ -547,11 +605,12 @@ def _copy_csv(rows: RecommendationColumns) -> memoryview:
 
     columns = {name: getattr(rows, name) for name in ROW_COLUMNS}
     columns["offer_id"] = pa.array(rows.offer_id, mask=rows.offer_id < 0)  # -1: no action, NULL
-    columns["alternatives"] = pa.array(rows.alternatives, pa.string())
     for name in _BYTES_COLUMNS:
         columns[name] = _bytea_hex(getattr(rows, name))
     for name in ("route", "route_reasons", "status"):
         columns[name] = pa.array(columns[name], pa.string())
+    for name in _CONSTANT_COLUMNS:
+        columns[name] = pa.repeat(pa.scalar(constants[name]), len(rows))
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(pa.table(columns), sink, pa_csv.WriteOptions(include_header=False))
     return memoryview(sink.getvalue())
@@ -561,10 +620,16 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns, mode
     """Insert a chunk's rows for `run`, skipping members the run already holds. `model` is the
     serving model the rows record (default: the run's; a canary for its members).
 
-    Call inside the chunk's transaction. Postgres: COPY into a temporary staging table, then
-    one INSERT ... SELECT ... ON CONFLICT DO NOTHING against the unique (run, member), so a
-    redelivered chunk writes nothing twice. Other backends: bulk_create(ignore_conflicts).
+    Call inside the chunk's transaction. Postgres: one COPY straight into the table, in a
+    savepoint. If the run already holds any of these members (a redelivered chunk, or a
+    parallel attempt that committed first), the unique (run, member) constraint refuses that
+    COPY as a whole; the savepoint is rolled back and the rows go through a temporary staging
+    table and INSERT ... SELECT ... ON CONFLICT DO NOTHING, which writes only the missing ones.
+    The first attempt of a chunk, the common case, costs one COPY instead of COPY + INSERT.
+    Other backends: bulk_create(ignore_conflicts).
     """
+    import psycopg
+
     if not len(rows):
         return
     model = model or run.model_version
@@ -572,8 +637,19 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns, mode
         _insert_orm(run=run, rows=rows, model=model)
         return
     table = Recommendation._meta.db_table
-    columns = ", ".join(ROW_COLUMNS)
-    payload = _copy_csv(rows)
+    columns = ", ".join((*ROW_COLUMNS, *_CONSTANT_COLUMNS))
+    payload = _copy_csv(rows, {
+        "run_id": run.pk, "model_version_id": model.pk, "as_of": run.as_of.isoformat(),
+        "created_at": timezone.now().isoformat(), "offer_policy": model.offer_policy,
+    })
+    try:
+        with transaction.atomic(), connection.cursor() as cursor, cursor.connection.cursor() as raw, raw.copy(
+            f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+        ) as copy:
+            copy.write(payload)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass  # some of these members are already written for this run: add only the others
     with connection.cursor() as cursor:
         # Same column types as the table. Dropped below; ON COMMIT DROP covers a failure
         # between here and there (a rolled-back savepoint takes it away too).
@@ -586,17 +662,15 @@ def recommendations_insert(*, run: ScoringRun, rows: RecommendationColumns, mode
         ) as copy:
             copy.write(payload)
         cursor.execute(
-            f"INSERT INTO {table} (run_id, model_version_id, as_of, created_at, offer_policy, "
-            f"decided_at, {columns}) "
-            f"SELECT %s, %s, %s, %s, %s, NULL, {columns} FROM recommendation_stage "
-            "ORDER BY member_id ON CONFLICT (run_id, member_id) DO NOTHING",
-            [run.pk, model.pk, run.as_of, timezone.now(), model.offer_policy],
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM recommendation_stage "
+            "ORDER BY member_id ON CONFLICT (run_id, member_id) DO NOTHING"
         )
         cursor.execute("DROP TABLE recommendation_stage")
 
 
 def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVersion) -> None:
     policy = model.offer_policy
+    alternatives = rows.alternatives.to_pylist()
     objects = [
         Recommendation(
             run_id=run.pk,
@@ -610,7 +684,7 @@ def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVer
             expected_value=float(rows.expected_value[i]),
             ev_low=float(rows.ev_low[i]),
             ev_high=float(rows.ev_high[i]),
-            alternatives=json.loads(rows.alternatives[i]),
+            alternatives=json.loads(alternatives[i]),
             shap_values=rows.shap_values[i].tobytes(),
             shap_base=float(rows.shap_base[i]),
             features=rows.features[i].tobytes(),

@@ -84,6 +84,8 @@ def score_chunk(self: Task, chunk_id: int, reclaim: bool = False) -> dict[str, A
         "skipped_no_consent": outcome.skipped_no_consent,
         "run_finished": outcome.run_finished,
         "stage_seconds": outcome.stage_seconds,  # load, features, score, build, write
+        "stage_cpu_seconds": outcome.stage_cpu_seconds,
+        "stage_db_cpu_seconds": outcome.stage_db_cpu_seconds,
     }
 
 

@@ -6,6 +6,7 @@ Each fast path is checked against the plain ORM path it replaces, on the same da
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,13 @@ from django.utils import timezone
 from loyalty.models import Member
 from recommendations.features import build_features
 from recommendations.model_store import bundle_load
-from recommendations.models import Recommendation, RecommendationStatus, ScoringRun
+from recommendations.models import Recommendation, RecommendationStatus, ScoringChunk, ScoringRun
 from recommendations.runs import (
     ALTERNATIVE_KEYS,
+    RecommendationColumns,
     _insert_orm,
     _recommendations_build,
+    chunk_score,
     member_pk_ranges,
     offers_active,
     recommendations_insert,
@@ -141,3 +144,46 @@ def test_copy_write_equals_the_orm_write_and_writes_each_member_once(program) ->
         assert row["route_reasons"] == json.loads(rows.route_reasons[i])
     created = set(Recommendation.objects.filter(run=copy_run).values_list("created_at", flat=True))
     assert len(created) == 1  # one instant per chunk
+
+
+def _first(rows: RecommendationColumns, count: int) -> RecommendationColumns:
+    return RecommendationColumns(**{f.name: getattr(rows, f.name)[:count] for f in fields(rows)})
+
+
+def test_a_partly_written_chunk_gets_only_its_missing_members(program) -> None:
+    """A retried chunk whose run already holds some of its members (the straight COPY is then
+    refused by the unique constraint) adds the others and leaves the existing rows alone."""
+    model = champion_model(program, members=MEMBERS, seed=SEED)
+    run = ScoringRun.objects.create(model_version=model, as_of=program.as_of)
+    lo, hi, _ = member_pk_ranges(chunk_size=400)[0]
+    rows, _, _ = _chunk_columns(run, lo, hi)
+    with transaction.atomic():
+        recommendations_insert(run=run, rows=_first(rows, 50))
+    before = dict(Recommendation.objects.filter(run=run).values_list("member_id", "created_at"))
+    assert len(before) == 50
+
+    with transaction.atomic():
+        recommendations_insert(run=run, rows=rows)
+
+    members = list(Recommendation.objects.filter(run=run).values_list("member_id", flat=True))
+    assert sorted(members) == sorted(rows.member_id.tolist())  # each member exactly once
+    kept = dict(Recommendation.objects.filter(run=run, member_id__in=list(before)).values_list("member_id", "created_at"))
+    assert kept == before
+
+
+def test_chunk_reports_worker_and_database_cpu_per_stage(program) -> None:
+    model = champion_model(program, members=MEMBERS, seed=SEED)
+    run = ScoringRun.objects.create(model_version=model, as_of=program.as_of, chunks_total=1)
+    lo, hi, _ = member_pk_ranges(chunk_size=400)[0]
+    chunk = ScoringChunk.objects.create(run=run, index=0, member_pk_from=lo, member_pk_to=hi)
+
+    outcome = chunk_score(chunk_id=chunk.pk)
+
+    stages = ["load", "features", "score", "build", "write"]
+    assert list(outcome.stage_seconds) == list(outcome.stage_cpu_seconds) == stages
+    assert all(seconds >= 0 for seconds in outcome.stage_cpu_seconds.values())
+    assert outcome.stage_cpu_seconds["score"] > 0
+    # The test database runs on this host: its backend's CPU is readable and is spent on the
+    # reads and the writes.
+    assert list(outcome.stage_db_cpu_seconds) == stages
+    assert outcome.stage_db_cpu_seconds["load"] + outcome.stage_db_cpu_seconds["write"] > 0

@@ -19,6 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--chunk-size", type=int, default=10_000)
         parser.add_argument("--queue-rows", type=int, default=0,
                             help="pad the recommendations table to this many rows before timing the desk")
+        parser.add_argument("--train-members", type=int, default=None,
+                            help="train on a random sample of this many members (default: the "
+                                 "training service's own cap); a 1M-member throughput run need not "
+                                 "wait for a full-size training")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
         parser.add_argument("--inner", action="store_true", help="internal: run in the prepared env")
@@ -27,9 +31,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["members"] < 1000:
             raise CommandError("--members must be at least 1000 for meaningful figures")
+        if options["train_members"] is not None and options["train_members"] < 1000:
+            raise CommandError("--train-members must be at least 1000")
         bench = BenchOptions(
             members=options["members"], seed=options["seed"], workers=options["workers"],
             chunk_size=options["chunk_size"], queue_rows=options["queue_rows"],
+            train_members=options["train_members"],
         )
 
         def log(message: str) -> None:
