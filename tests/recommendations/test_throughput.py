@@ -116,7 +116,7 @@ def test_copy_write_equals_the_orm_write_and_writes_each_member_once(program) ->
     with transaction.atomic():
         recommendations_insert(run=copy_run, rows=rows)
         recommendations_insert(run=copy_run, rows=rows)
-    _insert_orm(run=orm_run, rows=rows)
+    _insert_orm(run=orm_run, rows=rows, model=model)
 
     fields = [
         "member_id", "model_version_id", "as_of", "probability", "p_low", "p_high", "offer_id",
