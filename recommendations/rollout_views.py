@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -20,6 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.routing import RULES, TIERS
+from loyalty.api_errors import ERRORS
+from loyalty.api_fields import StrictBooleanField, StrictCharField, StrictFloatField
 from loyalty.models import Offer
 from loyalty.permissions import HasCapability, capability_required
 from recommendations.models import FeatureFlag, ModelVersion
@@ -103,28 +105,31 @@ class FlagSerializer(serializers.ModelSerializer):
 class FlagWriteSerializer(serializers.Serializer):
     """Shape only; recommendations.rollout.flag_save checks the values and names bad fields."""
 
-    name = serializers.CharField(required=False)
-    kind = serializers.CharField(required=False)
-    target = serializers.CharField(required=False)
-    description = serializers.CharField(required=False, allow_blank=True)
-    enabled = serializers.BooleanField(required=False)
-    share = serializers.FloatField(required=False)
-    segments = serializers.DictField(required=False)
+    name = StrictCharField(required=False)
+    kind = StrictCharField(required=False)
+    target = StrictCharField(required=False)
+    description = StrictCharField(required=False, allow_blank=True)
+    enabled = StrictBooleanField(required=False)
+    share = StrictFloatField(required=False)
+    segments = serializers.DictField(child=serializers.ListField(child=StrictCharField()), required=False)
 
 
 class ModelRolloutSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["", "off", "shadow", "canary"])
-    share = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    segments = serializers.DictField(required=False)
+    share = StrictFloatField(required=False, min_value=0.0, max_value=1.0)
+    segments = serializers.DictField(child=serializers.ListField(child=StrictCharField()), required=False)
 
 
 FLAGS = [IsAuthenticated, HasCapability("manage_flags")]
 
 
-def _save(request: Request, name: str) -> FeatureFlag:
+def _save(request: Request, name: str | None) -> FeatureFlag:
+    """Create or change a flag; ``name`` None: the body's (POST), else the URL's (PATCH)."""
     body = FlagWriteSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     values = {k: v for k, v in body.validated_data.items() if k != "name"}
+    if name is None:
+        name = body.validated_data.get("name", "")
     try:
         return flag_save(actor=request.user, name=name, values=values)
     except FlagInvalid as exc:
@@ -134,14 +139,14 @@ def _save(request: Request, name: str) -> FeatureFlag:
 class FlagListAPI(APIView):
     permission_classes = FLAGS
 
-    @extend_schema(summary="Feature flags", responses=FlagSerializer(many=True), tags=["rollout"])
+    @extend_schema(summary="Feature flags", responses={200: FlagSerializer(many=True), **ERRORS}, tags=["rollout"])
     def get(self, request: Request) -> Response:
         return Response(FlagSerializer(FeatureFlag.objects.all(), many=True).data)
 
     @extend_schema(summary="Create or change a flag by name (audited)", request=FlagWriteSerializer,
-                   responses={200: FlagSerializer}, tags=["rollout"])
+                   responses={200: FlagSerializer, **ERRORS}, tags=["rollout"])
     def post(self, request: Request) -> Response:
-        return Response(FlagSerializer(_save(request, str(request.data.get("name", "")))).data)
+        return Response(FlagSerializer(_save(request, None)).data)
 
 
 class FlagDetailAPI(APIView):
@@ -153,12 +158,12 @@ class FlagDetailAPI(APIView):
             raise NotFound(f"flag {name!r} does not exist")
         return flag
 
-    @extend_schema(summary="One feature flag", responses=FlagSerializer, tags=["rollout"])
+    @extend_schema(summary="One feature flag", responses={200: FlagSerializer, **ERRORS}, tags=["rollout"])
     def get(self, request: Request, name: str) -> Response:
         return Response(FlagSerializer(self._flag(name)).data)
 
     @extend_schema(summary="Switch a flag: enabled, share, segments (audited)", request=FlagWriteSerializer,
-                   responses={200: FlagSerializer}, tags=["rollout"])
+                   responses={200: FlagSerializer, **ERRORS}, tags=["rollout"])
     def patch(self, request: Request, name: str) -> Response:
         self._flag(name)
         return Response(FlagSerializer(_save(request, name)).data)
@@ -168,7 +173,7 @@ class ModelRolloutAPI(APIView):
     permission_classes = [IsAuthenticated, HasCapability("manage_models")]
 
     @extend_schema(summary="Run a candidate in shadow, as a canary, or off (audited)",
-                   request=ModelRolloutSerializer, responses={200: dict}, tags=["rollout"])
+                   request=ModelRolloutSerializer, responses={200: dict, **ERRORS}, tags=["rollout"])
     def post(self, request: Request, pk: int) -> Response:
         body = ModelRolloutSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -187,7 +192,8 @@ class ModelRolloutAPI(APIView):
 class ModelComparisonAPI(APIView):
     permission_classes = [IsAuthenticated, HasCapability("view_models")]
 
-    @extend_schema(summary="Champion against a challenger on the same members of a run", responses={200: dict},
+    @extend_schema(summary="Champion against a challenger on the same members of a run", responses={200: dict, **ERRORS},
+                   parameters=[OpenApiParameter("run", int, description="scoring run id (default: the latest)")],
                    tags=["rollout"])
     def get(self, request: Request, pk: int) -> Response:
         if not ModelVersion.objects.filter(pk=pk).exists():

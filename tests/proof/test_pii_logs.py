@@ -13,7 +13,7 @@ from django.test import Client
 
 from governance.privacy import member_erase
 from loyalty.importers import import_csv
-from loyalty.models import Member
+from loyalty.models import Member, Offer
 from loyalty.simulator import program_write_files, simulate_program
 from recommendations.models import Recommendation
 from recommendations.runs import run_start
@@ -55,9 +55,11 @@ def test_no_personal_data_in_logs_through_import_scoring_decisions_and_erasure(
     assert len(pending) == 3
     manager = Client()
     manager.force_login(role_users["manager"])
+    # Override to something other than what was recommended (no action, or else an offer).
+    other = "" if pending[1].offer_id else Offer.objects.order_by("code").first().code
     for rec, body in zip(pending, [
         {"action": "approve"},
-        {"action": "override", "chosen_offer_code": "", "reason_code": "member_context",
+        {"action": "override", "chosen_offer_code": other, "reason_code": "member_context",
          "reason_text": "called the member"},
         {"action": "escalate", "note": "needs a senior look"},
     ], strict=True):
