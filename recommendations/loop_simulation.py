@@ -181,7 +181,7 @@ def loop_simulate(
 
     truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(
-        Member.objects.values_list("pk", "member_id", "region", "joined_at"),
+        Member.objects.order_by("pk").values_list("pk", "member_id", "region", "joined_at"),
         columns=["pk", "member_id", "region", "joined_at"],
     ).set_index("pk")
     offers = offer_terms_list(active_only=True)
@@ -209,7 +209,7 @@ def loop_simulate(
             champion = model_version_champion()
             run = run_start(as_of=as_of, actor=admin)
             recs = pd.DataFrame.from_records(
-                Recommendation.objects.filter(run=run).values_list("pk", "member_id", "probability", "offer__code",
+                Recommendation.objects.filter(run=run).order_by("pk").values_list("pk", "member_id", "probability", "offer__code",
                                                                     "status", "holdout"),
                 columns=["pk", "member_pk", "probability", "offer_code", "status", "holdout"],
             )
