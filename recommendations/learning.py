@@ -25,7 +25,7 @@ admin-editable, audited) and goes into the TRAINING split of train_bundle only
 pseudo_id) are never trained on: champion and challenger are both scored on them, the same
 rows for both, and the gate compares AUC, Brier, interval coverage, agreement with the
 managers' offer choices and fairness differences (fairlearn: demographic parity and
-equalized odds differences by region, tier and gender). With too few labeled evaluation
+equalized odds differences by region, tier, gender and age band). With too few labeled evaluation
 rows the gate falls back to the two models' own held-out metrics (same member split: same
 seed and population).
 
@@ -69,7 +69,9 @@ HOLDOUT_REASON = {
     "route": "holdout",
     "text": "Randomized holdout: recorded to measure lift, never offered.",
 }
-FAIRNESS_COLUMNS = ("region", "tier", "gender")
+# The group columns the fairness reports monitor (governance.fairness.GROUP_COLUMNS): the gate
+# checks every one of them.
+FAIRNESS_COLUMNS = ("region", "tier", "gender", "age_band")
 SETTINGS_FIELDS = (
     "override_weight", "approval_weight", "outcome_weight", "choice_weight", "holdout_share", "evaluation_share",
     "auc_tolerance", "brier_tolerance", "coverage_tolerance", "policy_tolerance", "fairness_tolerance",
@@ -418,13 +420,24 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
 
 
 def _groups_for(examples: pd.DataFrame) -> pd.DataFrame:
+    """The monitored group of each example's member; the age band at its run's as_of."""
+    from loyalty.definitions import age_band
+
     info = {
-        pk: (region, tier, gender)
-        for pk, region, tier, gender in Member.objects.filter(
+        pk: (region, tier, gender, birth_year)
+        for pk, region, tier, gender, birth_year in Member.objects.filter(
             pk__in=examples["member_pk"].unique().tolist()
-        ).values_list("pk", "region", "tier", "gender")
+        ).values_list("pk", "region", "tier", "gender", "birth_year")
     }
-    values = [info.get(int(pk), ("", "", "")) for pk in examples["member_pk"]]
+    years = dict(
+        Recommendation.objects.filter(pk__in=examples["recommendation_id"].unique().tolist())
+        .values_list("pk", "run__as_of__year")
+    ) if "recommendation_id" in examples else {}
+    values = []
+    for pk, rec in zip(examples["member_pk"], examples.get("recommendation_id", [None] * len(examples)), strict=True):
+        region, tier, gender, birth_year = info.get(int(pk), ("", "", "", None))
+        year = years.get(rec)
+        values.append((region, tier, gender, age_band(birth_year, year) if year else "unknown"))
     return pd.DataFrame(values, columns=list(FAIRNESS_COLUMNS))
 
 
@@ -453,6 +466,10 @@ def models_compare(
         for name, version in (("champion", champion), ("challenger", challenger)):
             bundle = bundle_load(version.pk, version.artifact_path, version.sha256)
             result[name] = {"model_version": version.pk, **bundle_evaluate(bundle, evaluation, groups, offers)}
+        # Columns without two groups of FAIRNESS_MIN_GROUP labeled rows were not checked: say so.
+        result["fairness_unmeasured"] = [
+            c for c in FAIRNESS_COLUMNS if c not in (result["challenger"].get("fairness") or {})
+        ]
         # Paired standard error of the agreement difference (same rows for both models): a
         # drop within sampling noise of a small evaluation set is not "worse".
         a = result["challenger"].pop("_agree_rows", None)

@@ -8,7 +8,8 @@ into an EMPTY database and then runs the real desk, cycle by cycle:
    reached training (not yet reviewed, never in an imported outcome): AUC overall, in the
    biased group and in the others, demographic parity / equalized odds differences by
    region (fairlearn) and the policy value of its offers under the true response
-   probabilities (scoring.policy_report);
+   probabilities (scoring.policy_report); from the second cycle on, also the previous cycle's
+   champion's figures on the same members (``previous_model``, a paired comparison);
 3. a simulated manager who knows the truth reviews this cycle's slice of the queue through
    decisions.decision_record: approve unless the recommended offer is CLEARLY worse than the
    true best one (its true expected value lower by more than ``CLEAR_REGRET``), else override
@@ -51,6 +52,9 @@ BIAS_GROUP = ("region", "north")
 # "Clearly worse": the recommended action's true expected value is this much (currency
 # units) below the best one's, about a tenth of an offer's value.
 CLEAR_REGRET = 5.0
+# Figures of the previous cycle's champion reported on the current cycle's members.
+PREVIOUS_KEYS = ("n_evaluated", "auc", "biased_group_auc", "other_groups_auc", "dp_difference", "eo_difference",
+                 "mean_probability_biased", "true_rate_biased")
 
 
 class LoopSimulationError(Exception):
@@ -177,7 +181,7 @@ def loop_simulate(
 
     truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(
-        Member.objects.values_list("pk", "member_id", "region", "joined_at"),
+        Member.objects.order_by("pk").values_list("pk", "member_id", "region", "joined_at"),
         columns=["pk", "member_id", "region", "joined_at"],
     ).set_index("pk")
     offers = offer_terms_list(active_only=True)
@@ -194,6 +198,7 @@ def loop_simulate(
     per_cycle = int(round(review_share * len(order)))
     evaluation = evaluation_member_pks()
     reviewed: set[int] = set()
+    previous_recs, previous_version = pd.DataFrame(), None
     report: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="simulate-loop-"))
 
@@ -204,7 +209,7 @@ def loop_simulate(
             champion = model_version_champion()
             run = run_start(as_of=as_of, actor=admin)
             recs = pd.DataFrame.from_records(
-                Recommendation.objects.filter(run=run).values_list("pk", "member_id", "probability", "offer__code",
+                Recommendation.objects.filter(run=run).order_by("pk").values_list("pk", "member_id", "probability", "offer__code",
                                                                     "status", "holdout"),
                 columns=["pk", "member_pk", "probability", "offer_code", "status", "holdout"],
             )
@@ -212,6 +217,18 @@ def loop_simulate(
             recs["member_id"] = member_rows.loc[recs["member_pk"], "member_id"].to_numpy()
             recs["region"] = member_rows.loc[recs["member_pk"], "region"].to_numpy()
             figures = _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_report)
+            # The previous cycle's champion on the SAME members (its run's recommendations, same
+            # as_of): a paired comparison. Across cycles the evaluated members change (the
+            # reviewed ones drop out), which alone moves a difference by region by several points.
+            previous = None
+            if cycle > 1:
+                prev = previous_recs[previous_recs["member_pk"].isin(recs["member_pk"])]
+                previous = {"model_version": previous_version, **{
+                    k: v for k, v in _champion_figures(
+                        prev, truth, true_resp, offers, codes, reviewed, policy_report
+                    ).items() if k in PREVIOUS_KEYS
+                }}
+            previous_recs, previous_version = recs, champion.pk
 
             # The manager reviews this cycle's slice of the queue.
             batch = set(order[(cycle - 1) * per_cycle : cycle * per_cycle].tolist())
@@ -249,6 +266,7 @@ def loop_simulate(
                 "reviewed": int(len(todo)),
                 "override_rate": overrides / len(todo) if len(todo) else None,
                 **figures,
+                "previous_model": previous,
                 "retrain": {"model_version": retrain["model_version"], "promoted": retrain["promoted"],
                             "gate_reasons": retrain["gate"].get("reasons", []),
                             "feedback": retrain["feedback"]},

@@ -43,17 +43,26 @@ def test_simulate_loop_feedback_repairs_the_planted_bias(artifacts, eager_celery
     assert second["model_version"] == (
         first["retrain"]["model_version"] if first["retrain"]["promoted"] else first["model_version"]
     )
+    previous = second["previous_model"]
+    assert previous["model_version"] == first["model_version"]
     if first["retrain"]["promoted"]:
         # A promoted challenger under-predicts the biased group less, ranks it no worse
-        # than 0.02 AUC below the others, and is no less fair by region (on ~300 members a
-        # region a difference moves by several points by chance: the gate's tolerance).
+        # than 0.02 AUC below the others, and is no less fair by region than the champion it
+        # replaced, both measured against the truth on the SAME members (the second cycle's
+        # unreviewed ones). Across cycles the members change: at 2000 members (~250-350 a
+        # region) a region's EO difference has a bootstrap sd of ~0.04 and dropping the
+        # reviewed members alone moved the champion's from 0.093 to 0.126, so comparing
+        # first["eo_difference"] with second["eo_difference"] would test the sample, not the model.
         assert under(second) < under(first)
         assert second["biased_group_auc"] > second["other_groups_auc"] - 0.02
+        assert previous["n_evaluated"] == second["n_evaluated"]
         tolerance = learning_settings_get().fairness_tolerance
-        assert second["eo_difference"] <= first["eo_difference"] + tolerance
-        assert second["dp_difference"] <= first["dp_difference"] + tolerance
+        assert second["eo_difference"] <= previous["eo_difference"] + tolerance
+        assert second["dp_difference"] <= previous["dp_difference"] + tolerance
     else:
+        # The gate kept the champion, saying why; the next cycle still serves it.
         assert first["retrain"]["gate_reasons"]
+        assert second["model_version"] == first["model_version"]
 
     # Everything went through the desk: decisions, audit rows, holdout, outcomes, promotion.
     assert Decision.objects.filter(action="override", reason_code="model_wrong", label_engaged__isnull=False).exists()
