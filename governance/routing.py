@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from loyalty.errors import FieldErrors
+
 ROUTE_AUTO = "auto"
 ROUTE_REVIEW = "review"
 ROUTE_SENIOR = "senior"
@@ -54,12 +56,8 @@ ALERT_COLUMNS = ("tier", "region", "gender")
 SPOT_CHECK_REASON = "spot check sample"
 
 
-class PolicyInvalid(ValueError):
-    """A policy that cannot be saved; `errors` maps a field name to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class PolicyInvalid(FieldErrors):
+    """A policy that cannot be saved."""
 
 
 @dataclass(frozen=True)

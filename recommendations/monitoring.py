@@ -46,6 +46,7 @@ from django.utils import timezone
 from governance.audit import audit_log
 from governance.models import MonitorThresholds
 from loyalty.definitions import ENGAGEMENT_EVENT_KIND
+from loyalty.errors import FieldErrors
 from loyalty.models import Event
 from recommendations.models import Decision, ModelVersion, Recommendation, ScoringRun
 
@@ -135,10 +136,8 @@ def monitor_thresholds() -> Thresholds:
     return Thresholds(**{k: getattr(row, k) for k in DEFAULT_THRESHOLDS}, version=row.pk)
 
 
-class ThresholdsInvalid(ValueError):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class ThresholdsInvalid(FieldErrors):
+    """Monitoring thresholds that cannot be saved."""
 
 
 def _threshold_values(values: dict[str, Any]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from governance.audit import audit_log
+from loyalty.errors import FieldErrors
 from loyalty.models import Member, Offer
 from recommendations.learning import hash_fraction
 from recommendations.models import (
@@ -45,12 +46,8 @@ ROLLOUT_MODES = ("", "shadow", "canary")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-class FlagInvalid(ValueError):
-    """A flag or rollout change that cannot be saved; `errors` maps a field to what is wrong."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class FlagInvalid(FieldErrors):
+    """A flag or rollout change that cannot be saved."""
 
 
 # ------------------------------------------------------------------------------ membership
