@@ -246,6 +246,19 @@ class ModelRetrainAPI(APIView):
         return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 
+def _champion_change(request: Request, pk: int, change) -> Response:  # noqa: ANN001 - a learning service
+    """Promote or roll back (`change`, an audited learning service) with the reason given."""
+    body = ModelActionRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    if not ModelVersion.objects.filter(pk=pk).exists():
+        raise NotFound(f"model version {pk} does not exist")
+    try:
+        version = change(model_version_id=pk, actor=request.user, reason=body.validated_data["reason"])
+    except (LearningError, ValueError) as exc:
+        raise Conflict(str(exc)) from exc
+    return Response(ModelVersionSerializer(version).data)
+
+
 class ModelPromoteAPI(APIView):
     permission_classes = can("manage_models")
 
@@ -256,17 +269,7 @@ class ModelPromoteAPI(APIView):
         tags=["models"],
     )
     def post(self, request: Request, pk: int) -> Response:
-        body = ModelActionRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        if not ModelVersion.objects.filter(pk=pk).exists():
-            raise NotFound(f"model version {pk} does not exist")
-        try:
-            version = model_version_promote_manual(
-                model_version_id=pk, actor=request.user, reason=body.validated_data["reason"]
-            )
-        except (LearningError, ValueError) as exc:
-            raise Conflict(str(exc)) from exc
-        return Response(ModelVersionSerializer(version).data)
+        return _champion_change(request, pk, model_version_promote_manual)
 
 
 class ModelRollbackAPI(APIView):
@@ -279,15 +282,7 @@ class ModelRollbackAPI(APIView):
         tags=["models"],
     )
     def post(self, request: Request, pk: int) -> Response:
-        body = ModelActionRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        if not ModelVersion.objects.filter(pk=pk).exists():
-            raise NotFound(f"model version {pk} does not exist")
-        try:
-            version = model_version_rollback(model_version_id=pk, actor=request.user, reason=body.validated_data["reason"])
-        except (LearningError, ValueError) as exc:
-            raise Conflict(str(exc)) from exc
-        return Response(ModelVersionSerializer(version).data)
+        return _champion_change(request, pk, model_version_rollback)
 
 
 class LearningSettingsAPI(APIView):
