@@ -122,6 +122,13 @@ def offer_eligibility(*, flags: Sequence[FeatureFlag], offers: Sequence[Offer], 
     return eligible
 
 
+def member_offer_eligibility(*, member_pk: int, offers: Sequence[Any]) -> np.ndarray | None:
+    """One member's row of offer_eligibility (what-if scores a member as scoring does)."""
+    flags = list(FeatureFlag.objects.filter(kind=FeatureFlag.Kind.OFFER))
+    eligible = offer_eligibility(flags=flags, offers=offers, keys=member_keys([member_pk])) if flags else None
+    return None if eligible is None else eligible[0]
+
+
 def rule_flag_masks(member_pks: Sequence[int]) -> dict[str, np.ndarray]:
     """{rule kind: bool per member} for routing rules behind a flag: such a rule holds only
     for its flag's members (governance.routing.route_items). {} when no rule is flagged."""

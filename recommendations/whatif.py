@@ -51,6 +51,7 @@ from recommendations.features import FEATURE_BY_NAME, TIER_RANK, build_features
 from recommendations.model_store import bundle_load
 from recommendations.models import ModelVersion, Recommendation, Scenario
 from recommendations.queue import RISK_BANDS
+from recommendations.rollout import member_offer_eligibility
 from recommendations.scoring import ALTERNATIVE_FIELDS, ModelBundle, OfferTerms, score_features
 from recommendations.selectors import member_frames_load, model_version_champion, offer_terms_list
 
@@ -406,11 +407,13 @@ def member_base_features(*, member: Member, model_version: ModelVersion, as_of: 
 # ---------------------------------------------------------------- evaluate
 
 
-def _score(bundle: ModelBundle, frame: pd.DataFrame, offers: list[OfferTerms]):
+def _score(bundle: ModelBundle, frame: pd.DataFrame, offers: list[OfferTerms], eligible: np.ndarray | None = None):
+    """score_features on one thread; ``eligible`` (n_offers,) bool: the member's offer flags."""
     if not _THREADPOOLS:
         _THREADPOOLS.append(ThreadpoolController())
+    rows = None if eligible is None else np.broadcast_to(eligible, (len(frame), len(offers)))
     with _THREADPOOLS[0].limit(limits=1):
-        return score_features(bundle, frame, offers)
+        return score_features(bundle, frame, offers, eligible=rows)
 
 
 def _row_summary(batch, i: int, *, names: list[str], values: np.ndarray, offers: list[OfferTerms]) -> dict:
@@ -443,8 +446,12 @@ def whatif_evaluate(
     changes: Mapping[str, Any] | None,
     offers: list[OfferTerms] | None = None,
     recourse: bool = True,
+    eligible: np.ndarray | None = None,
 ) -> dict:
     """Score ``base_features`` as they are and with ``changes``, side by side.
+
+    ``eligible`` (one bool per offer): the offers this member may be recommended (an offer
+    behind a flag only for the flag's members, as in scoring); None: every offer.
 
     Returns the engagement probability with its 90% interval, every offer's expected value
     with its interval, the recommended offer and SHAP values for both, the edited vector
@@ -470,7 +477,7 @@ def whatif_evaluate(
             frames.append(block)
     frame = pd.concat(frames)
     frame.index = pd.RangeIndex(len(frame), name="member_pk")
-    batch = _score(bundle, frame, offers)
+    batch = _score(bundle, frame, offers, eligible)
 
     edited = edited_frame.iloc[0].to_numpy(dtype=float)
     base_values = base_frame.iloc[0].to_numpy(dtype=float)
@@ -589,7 +596,9 @@ def member_whatif_evaluate(
     """whatif_evaluate for a stored member (base features built as the worker builds them)."""
     as_of = as_of or member_as_of(member=member, model_version=model_version)
     base = member_base_features(member=member, model_version=model_version, as_of=as_of)
-    result = whatif_evaluate(model_version=model_version, base_features=base, changes=changes, recourse=recourse)
+    offers = offer_terms_list()
+    result = whatif_evaluate(model_version=model_version, base_features=base, changes=changes, recourse=recourse,
+                             offers=offers, eligible=member_offer_eligibility(member_pk=member.pk, offers=offers))
     result["member_id"] = member.member_id
     result["as_of"] = as_of.isoformat()
     return result

@@ -17,6 +17,7 @@ from django.test import Client
 from governance.models import AuditEvent
 from loyalty.definitions import EVENT_COLUMNS
 from loyalty.importers import import_csv
+from loyalty.models import Member
 from recommendations.decisions import decision_record
 from recommendations.learning import learning_settings_update
 from recommendations.models import Decision, FeatureFlag, Recommendation, ShadowPrediction
@@ -207,3 +208,23 @@ def test_comparison_uses_the_same_members_and_realized_outcomes(setup, tmp_path)
     api = admin.get(f"/api/models/{challenger.pk}/comparison/").json()
     assert api["agreement"] == pytest.approx(result["agreement"]) and api["members"] == recs.count()
     assert _login(users["manager"]).get(f"/api/models/{challenger.pk}/comparison/").status_code == 403
+
+
+def test_whatif_offers_a_flagged_offer_only_to_the_flags_members(setup) -> None:
+    from recommendations.whatif import member_whatif_evaluate
+
+    program, champion, challenger, users = setup
+    run = _run(program)
+    codes = pd.Series(dict(Recommendation.objects.filter(run=run, offer__isnull=False)
+                           .values_list("member_id", "offer__code")))
+    code = codes.value_counts().index[0]
+    had_it = sorted(codes[codes == code].index)[:40]
+    flag = flag_save(actor=users["admin"], name="new-offer", values={
+        "kind": "offer", "target": code, "enabled": True, "share": 0.5})
+    inside = dict(zip(had_it, flag_members(flag, member_keys(had_it)), strict=True))
+    assert any(inside.values()) and not all(inside.values())
+    for pk, flagged in inside.items():
+        result = member_whatif_evaluate(member=Member.objects.get(pk=pk), model_version=champion, changes={},
+                                        as_of=program.as_of, recourse=False)
+        # The page shows what scoring would: the flagged offer for its members, never for others.
+        assert (result["base"]["offer"] == code) is bool(flagged), (pk, flagged, result["base"]["offer"])
