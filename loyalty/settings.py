@@ -90,6 +90,16 @@ TEMPLATES = [
             ],
         },
     },
+    {
+        # Only the queue rows (loyalty/jinja.py says why); looked up after Django's templates.
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [BASE_DIR / "templates" / "jinja2"],
+        "APP_DIRS": False,
+        "OPTIONS": {
+            "environment": "loyalty.jinja.environment",
+            "context_processors": ["loyalty.context_processors.roles"],
+        },
+    },
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")

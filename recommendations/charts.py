@@ -16,96 +16,130 @@ FONT = {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12, 
 UP, DOWN, TOTAL = "#067647", "#b42318", "#1f6feb"
 
 
+def layout(*, height: int, title: str = "", **extra) -> dict:
+    """The desk's plotly layout as a plain dict (every figure here and in whatif_charts)."""
+    out = {
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 36 if title else 10, "b": 10},
+        "font": FONT,
+        "paper_bgcolor": "#fff",
+        "plot_bgcolor": "#fff",
+        "showlegend": False,
+    }
+    if title:
+        out["title"] = {"text": title, "x": 0, "font": {"size": 13}}
+    out.update(extra)
+    # Tick labels and axis titles get the room they need (fixed margins clip them).
+    for axis in ("xaxis", "yaxis"):
+        out[axis] = {**out.get(axis, {}), "automargin": True}
+    return out
+
+
 def _layout(fig: go.Figure, *, height: int, title: str = "") -> go.Figure:
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 36 if title else 10, "b": 10},
-        font=FONT,
-        title={"text": title, "x": 0, "font": {"size": 13}} if title else None,
-        paper_bgcolor="#fff",
-        plot_bgcolor="#fff",
-        showlegend=False,
-    )
+    fig.update_layout(layout(height=height, title=title))
     return fig
 
 
-def shap_waterfall_figure(
-    *, labels: Sequence[str], shap_values: Sequence[float], base_value: float, top: int = 10
-) -> go.Figure:
+# The desk's figures (detail page, what-if) are plain dicts, not go.Figure: plotly's
+# validating graph objects cost 20-40 ms a figure, more than the rest of the page.
+# tests check that each is a figure plotly accepts (go.Figure(fig) validates it).
+
+
+def shap_waterfall_figure(*, labels: Sequence[str], shap_values: Sequence[float], base_value: float,
+                          title: str = "Why the model says so (SHAP)", top: int = 10,
+                          order: Sequence[str] | None = None) -> dict:
     """How each feature moved the model's output from the average member to this one.
 
-    The largest `top` contributions are shown; the rest are summed into one bar so the
-    total still adds up to the model's output.
+    The largest `top` contributions are shown (or the features named in `order`, to compare
+    two members side by side); the rest are summed into one bar so the total still adds up
+    to the model's output.
     """
-    pairs = sorted(zip(labels, (float(v) for v in shap_values), strict=True), key=lambda p: -abs(p[1]))
-    shown, rest = pairs[:top], pairs[top:]
-    names = [name for name, _ in shown]
+    pairs = list(zip(labels, (float(v) for v in shap_values), strict=True))
+    if order is not None:
+        by_name = dict(pairs)
+        shown = [(name, by_name[name]) for name in order[:top] if name in by_name]
+        names_shown = {name for name, _ in shown}
+        rest = [(n, v) for n, v in pairs if n not in names_shown]
+    else:
+        pairs.sort(key=lambda p: -abs(p[1]))
+        shown, rest = pairs[:top], pairs[top:]
+    names = [name.replace("_", " ") for name, _ in shown]
     values = [value for _, value in shown]
     if rest:
         names.append(f"{len(rest)} other features")
         values.append(sum(v for _, v in rest))
     total = float(base_value) + sum(values)
-    fig = go.Figure(
-        go.Waterfall(
-            orientation="h",
-            measure=["absolute", *["relative"] * len(values), "total"],
-            y=["Average member", *names, "This member"],
-            x=[float(base_value), *values, total],
-            text=[f"{base_value:.3f}", *[f"{v:+.3f}" for v in values], f"{total:.3f}"],
-            textposition="outside",
-            increasing={"marker": {"color": UP}},
-            decreasing={"marker": {"color": DOWN}},
-            totals={"marker": {"color": TOTAL}},
-            connector={"line": {"color": "#dde2e8"}},
-        )
-    )
-    fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_xaxes(title_text="model output (engagement score)", zeroline=False)
-    return _layout(fig, height=90 + 26 * (len(values) + 2), title="Why the model says so (SHAP)")
+    return {
+        "data": [{
+            "type": "waterfall",
+            "orientation": "h",
+            "measure": ["absolute", *["relative"] * len(values), "total"],
+            "y": ["Average member", *names, "This member"],
+            "x": [float(base_value), *values, total],
+            "text": [f"{base_value:.3f}", *[f"{v:+.3f}" for v in values], f"{total:.3f}"],
+            "textposition": "outside",
+            "increasing": {"marker": {"color": UP}},
+            "decreasing": {"marker": {"color": DOWN}},
+            "totals": {"marker": {"color": TOTAL}},
+            "connector": {"line": {"color": "#dde2e8"}},
+        }],
+        "layout": layout(
+            height=90 + 26 * (len(values) + 2), title=title,
+            yaxis={"autorange": "reversed"},
+            xaxis={"title": {"text": "model output (engagement score)"}, "zeroline": False},
+        ),
+    }
 
 
-def alternatives_figure(*, alternatives: Sequence[dict], recommended_code: str | None, currency: str = "") -> go.Figure:
+def alternatives_figure(*, alternatives: Sequence[dict], recommended_code: str | None, currency: str = "") -> dict:
     """Expected value of every offer with its 90% interval; the recommended one highlighted."""
     rows = sorted(alternatives, key=lambda a: float(a.get("ev", 0.0)), reverse=True)
-    codes = [str(a.get("code") or "no action") for a in rows]
     ev = [float(a.get("ev", 0.0)) for a in rows]
-    plus = [float(a.get("ev_high", a.get("ev", 0.0))) - e for a, e in zip(rows, ev, strict=True)]
-    minus = [e - float(a.get("ev_low", a.get("ev", 0.0))) for a, e in zip(rows, ev, strict=True)]
-    colors = [TOTAL if (a.get("code") or None) == (recommended_code or None) else "#94a3b8" for a in rows]
-    fig = go.Figure(
-        go.Bar(
-            x=ev,
-            y=codes,
-            orientation="h",
-            marker={"color": colors},
-            error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "color": "#1d2430"},
-            hovertemplate="%{y}: %{x:.2f} " + currency + "<extra></extra>",
-        )
-    )
-    fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_xaxes(title_text=f"expected value against no action {currency}".strip(), zeroline=True)
-    return _layout(fig, height=80 + 30 * max(1, len(rows)), title="Alternatives (90% interval)")
+    return {
+        "data": [{
+            "type": "bar",
+            "orientation": "h",
+            "x": ev,
+            "y": [str(a.get("code") or "no action") for a in rows],
+            "marker": {"color": [TOTAL if (a.get("code") or None) == (recommended_code or None) else "#94a3b8"
+                                 for a in rows]},
+            "error_x": {
+                "type": "data", "symmetric": False, "color": "#1d2430",
+                "array": [float(a.get("ev_high", a.get("ev", 0.0))) - e for a, e in zip(rows, ev, strict=True)],
+                "arrayminus": [e - float(a.get("ev_low", a.get("ev", 0.0))) for a, e in zip(rows, ev, strict=True)],
+            },
+            "hovertemplate": "%{y}: %{x:.2f} " + currency + "<extra></extra>",
+        }],
+        "layout": layout(
+            height=80 + 30 * max(1, len(rows)), title="Alternatives (90% interval)",
+            yaxis={"autorange": "reversed"},
+            xaxis={"title": {"text": f"expected value against no action {currency}".strip()}, "zeroline": True},
+        ),
+    }
 
 
-def history_sparkline_figure(*, months: Sequence[str], counts: Sequence[int]) -> go.Figure:
-    fig = go.Figure(
-        go.Scatter(
-            x=list(months),
-            y=[int(c) for c in counts],
-            mode="lines+markers",
-            line={"color": TOTAL, "width": 2},
-            marker={"size": 4},
-            hovertemplate="%{x}: %{y} purchases<extra></extra>",
-        )
-    )
-    fig.update_xaxes(showgrid=False, tickfont={"size": 10})
-    fig.update_yaxes(showgrid=False, rangemode="tozero", tickfont={"size": 10})
-    return _layout(fig, height=140, title="Purchases per month")
+def history_sparkline_figure(*, months: Sequence[str], counts: Sequence[int]) -> dict:
+    return {
+        "data": [{
+            "type": "scatter",
+            "x": list(months),
+            "y": [int(c) for c in counts],
+            "mode": "lines+markers",
+            "line": {"color": TOTAL, "width": 2},
+            "marker": {"size": 4},
+            "hovertemplate": "%{x}: %{y} purchases<extra></extra>",
+        }],
+        "layout": layout(
+            height=140, title="Purchases per month",
+            xaxis={"showgrid": False, "tickfont": {"size": 10}},
+            yaxis={"showgrid": False, "rangemode": "tozero", "tickfont": {"size": 10}},
+        ),
+    }
 
 
-def figure_json(fig: go.Figure) -> dict:
+def figure_json(fig: go.Figure | dict) -> dict:
     """A JSON-safe dict (data + layout) for Django's json_script filter."""
-    return json.loads(fig.to_json())
+    return fig if isinstance(fig, dict) else json.loads(fig.to_json())
 
 
 # -------------------------------------------------------------------------------- models page

@@ -8,9 +8,12 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.template.backends.utils import csrf_input
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from governance.audit import audit_log
@@ -80,18 +83,29 @@ def queue(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"{exc} Showing the first page.")
         page = queue_page(user=request.user, filters=filters, cursor=None, limit=PAGE_SIZE)
     params = filters.to_params()
+    here = request.get_full_path()
     context = {
         "page": page,
+        "rows_html": _rows_html(request, page.rows, here=here),
         "filters": filters,
         "counts": queue_status_counts(),
         "choices": filter_choices(),
         "can_decide_any": bool(decidable_statuses(request.user)),
         "next_url": f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else "",
         "first_url": f"?{urlencode(params)}" if page.cursor else "",
-        "here": request.get_full_path(),
-        **_decision_context(request),
+        "here": here,
     }
     return render(request, "recommendations/queue.html", context)
+
+
+def _rows_html(request: HttpRequest, rows: list, **context) -> str:
+    """Queue rows from the Jinja2 template (the page's 50, or the one an htmx decision swaps)."""
+    return mark_safe(render_to_string("partials/queue_rows.html", {
+        "rows": rows,
+        "csrf": csrf_input(request),  # one masked token for every form on the page, not one each
+        **_decision_context(request),
+        **context,
+    }, request=request))  # noqa: S308 - Jinja2 autoescapes every value in it
 
 
 def _tenure(joined: date | None, as_of: date) -> str:
@@ -171,7 +185,6 @@ def _row_response(request: HttpRequest, rec_id: int, *, message: str = "", error
     if row.last_decision is not None and row.last_decision.actor_id == request.user.pk:
         undo_until = row.last_decision.at.timestamp() + settings.DECISION_UNDO_SECONDS
     context = {
-        "row": row,
         "message": message,
         "error": error,
         "can_undo": bool(
@@ -180,9 +193,8 @@ def _row_response(request: HttpRequest, rec_id: int, *, message: str = "", error
             and row.last_decision.action != Decision.Action.UNDO
         ),
         "here": _next_url(request, reverse("home")),
-        **_decision_context(request),
     }
-    return render(request, "partials/queue_row.html", context)
+    return HttpResponse(_rows_html(request, [row], **context))
 
 
 @require_POST

@@ -1,76 +1,19 @@
 """Plotly figures of the what-if pages as plain dicts: data in, figure out, no database.
 
-The same shapes as recommendations.charts, built without plotly's validating
-graph_objects: a what-if recompute draws two figures per keystroke, and building them
-through go.Figure costs 10-20 ms each, more than the scoring itself. tests/whatif checks
-that every figure here is one plotly accepts (go.Figure(fig) validates it).
+Built like the desk's figures in recommendations.charts (whose SHAP waterfall and layout
+they share) without plotly's validating graph_objects: a what-if recompute draws two
+figures per keystroke. tests/whatif checks that every figure here is one plotly accepts
+(go.Figure(fig) validates it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recommendations.charts import DOWN, FONT, TOTAL, UP
+from recommendations.charts import TOTAL
+from recommendations.charts import layout as _layout
 
 BEFORE, AFTER = "#94a3b8", TOTAL
-
-
-def _layout(*, height: int, title: str = "", **extra) -> dict:
-    layout = {
-        "height": height,
-        "margin": {"l": 10, "r": 10, "t": 36 if title else 10, "b": 10},
-        "font": FONT,
-        "paper_bgcolor": "#fff",
-        "plot_bgcolor": "#fff",
-        "showlegend": False,
-    }
-    if title:
-        layout["title"] = {"text": title, "x": 0, "font": {"size": 13}}
-    layout.update(extra)
-    # Tick labels and axis titles get the room they need (fixed margins clip them).
-    for axis in ("xaxis", "yaxis"):
-        layout[axis] = {**layout.get(axis, {}), "automargin": True}
-    return layout
-
-
-def waterfall(*, labels: Sequence[str], shap_values: Sequence[float], base_value: float,
-              title: str, top: int = 10, order: Sequence[str] | None = None) -> dict:
-    """SHAP waterfall; ``order`` fixes which features are shown (to compare two members)."""
-    pairs = list(zip(labels, (float(v) for v in shap_values), strict=True))
-    if order is not None:
-        by_name = dict(pairs)
-        shown = [(name, by_name[name]) for name in order[:top] if name in by_name]
-        names_shown = {name for name, _ in shown}
-        rest = [(n, v) for n, v in pairs if n not in names_shown]
-    else:
-        pairs.sort(key=lambda p: -abs(p[1]))
-        shown, rest = pairs[:top], pairs[top:]
-    names = [name.replace("_", " ") for name, _ in shown]
-    values = [value for _, value in shown]
-    if rest:
-        names.append(f"{len(rest)} other features")
-        values.append(sum(v for _, v in rest))
-    total = float(base_value) + sum(values)
-    return {
-        "data": [{
-            "type": "waterfall",
-            "orientation": "h",
-            "measure": ["absolute", *["relative"] * len(values), "total"],
-            "y": ["Average member", *names, "This member"],
-            "x": [float(base_value), *values, total],
-            "text": [f"{base_value:.3f}", *[f"{v:+.3f}" for v in values], f"{total:.3f}"],
-            "textposition": "outside",
-            "increasing": {"marker": {"color": UP}},
-            "decreasing": {"marker": {"color": DOWN}},
-            "totals": {"marker": {"color": TOTAL}},
-            "connector": {"line": {"color": "#dde2e8"}},
-        }],
-        "layout": _layout(
-            height=90 + 26 * (len(values) + 2), title=title,
-            yaxis={"autorange": "reversed", "automargin": True},
-            xaxis={"title": {"text": "model output (engagement score)"}, "zeroline": False},
-        ),
-    }
 
 
 def shap_order(*, labels: Sequence[str], shap_values: Sequence[float], top: int = 10) -> list[str]:

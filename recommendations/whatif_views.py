@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from governance.audit import audit_log
 from loyalty.models import Member, Tier
 from loyalty.permissions import capability_required
-from recommendations import whatif_charts
+from recommendations import charts, whatif_charts
 from recommendations.models import Scenario
 from recommendations.queue import RISK_BANDS
 from recommendations.selectors import offer_terms_list
@@ -57,7 +57,7 @@ def figures(result: dict, *, base_order: list[str] | None = None) -> dict:
     names = result["feature_names"]
     order = base_order or whatif_charts.shap_order(labels=names, shap_values=result["base"]["shap"])
     return {
-        "shap_after": whatif_charts.waterfall(
+        "shap_after": charts.shap_waterfall_figure(
             labels=names, shap_values=result["scenario"]["shap"], base_value=result["scenario"]["shap_base"],
             title="What if: why the model says so (SHAP)", order=order,
         ),
@@ -141,7 +141,7 @@ def member_page(request: HttpRequest, member_id: str) -> HttpResponse:
         "result": result,
         "scenario": scenario,
         "init": init,
-        "shap_before": whatif_charts.waterfall(
+        "shap_before": charts.shap_waterfall_figure(
             labels=names, shap_values=result["base"]["shap"], base_value=result["base"]["shap_base"],
             title="As is: why the model says so (SHAP)", order=order,
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import plotly.graph_objects as go
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -121,6 +122,9 @@ def test_detail_page_charts_audit_and_no_pii(world, role_users):
     assert response.status_code == 200
     for chart in ("chart-shap", "chart-alternatives", "chart-history"):
         assert f'<script id="{chart}" type="application/json">' in html
+        # Plain dicts, not go.Figure: plotly itself must accept each one.
+        go.Figure(response.context[chart.replace("chart-", "").replace("alternatives", "alt") + "_chart"])
+    assert len(response.context["shap_chart"]["data"][0]["x"]) == len(response.context["shap_chart"]["data"][0]["y"])
     assert "vendor/plotly.min.js" in html and "interval_coverage" in html and "EV above 50" in html
     assert rec.member.name not in html and rec.member.email not in html and "1980" not in html
     assert_no_inline_script(html)
