@@ -254,6 +254,21 @@ def test_login_below_failure_limit_still_works_and_is_audited(role_users: dict) 
     assert login.actor == role_users[AUDITOR] and login.ip == "127.0.0.1"
 
 
+def test_session_expiry_slides_without_a_write_per_request(role_users: dict, settings) -> None:
+    client = Client()
+    _login(client, MANAGER, f"pw-{MANAGER}")
+    client.get(reverse("home"))
+    key = client.session.session_key
+    old_expiry = timezone.now() + timedelta(hours=1)  # as if saved long ago
+    Session.objects.filter(pk=key).update(expire_date=old_expiry)
+    client.get(reverse("home"))  # within SESSION_REFRESH_SECONDS of the last save: no write
+    assert Session.objects.get(pk=key).expire_date == old_expiry
+    settings.SESSION_REFRESH_SECONDS = 0  # the refresh interval has passed: the next request saves
+    client.get(reverse("home"))
+    expected = timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    assert abs((Session.objects.get(pk=key).expire_date - expected).total_seconds()) < 60
+
+
 def test_expired_session_is_sent_to_login(role_users: dict) -> None:
     client = Client()
     _login(client, MANAGER, f"pw-{MANAGER}")
