@@ -5,7 +5,6 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)

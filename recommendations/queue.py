@@ -209,14 +209,23 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
 # ---------------------------------------------------------------- queryset
 
 
+# What a queue row shows (page and API): loading every column of three tables cost more
+# CPU than rendering the rows. The alternatives and PII only appear on the detail page.
+QUEUE_ROW_FIELDS = (
+    "id", "status", "route", "route_reasons", "created_at", "priority", "model_version",
+    "probability", "p_low", "p_high", "expected_value", "ev_low", "ev_high", "shap_values", "features",
+    "member", "member__member_id", "member__tier", "member__region",
+    "offer", "offer__code", "offer__name", "offer__high_stakes",
+)
+
+
 def queue_queryset(*, user: User, filters: QueueFilters) -> QuerySet[Recommendation]:
     """Filtered and ordered, not yet sliced. One query, members and offers joined in."""
     statuses = queue_statuses(user=user, filters=filters)
     qs = (
         Recommendation.objects.filter(status__in=statuses)
         .select_related("member", "offer")
-        # The alternatives are only needed on the detail page.
-        .defer("alternatives", "member__name", "member__email", "member__birth_date")
+        .only(*QUEUE_ROW_FIELDS)
         .annotate(interval_width=F("p_high") - F("p_low"))
     )
     if filters.offer == NO_OFFER:
