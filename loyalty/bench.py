@@ -558,8 +558,9 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     results.update(whatif_latency(model_version=model, samples=options.latency_samples, seed=options.seed))
     _import_rate(program, results, log)
     _retrain_time(results, log)
-    # The bench process streamed the program into the database, so this is one block of it
-    # plus the text comparison's sample of members, whatever the program's size.
+    # The program was streamed (one block, the ground truth and the text sample in memory,
+    # whatever its size); the peak is now the training and retraining, which load up to
+    # TRAIN_MAX_MEMBERS members' history.
     results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return results
 
