@@ -43,7 +43,8 @@ test: venv
 # On Postgres, Redis and real workers (the local services unless DATABASE_URL and
 # CELERY_BROKER_URL say otherwise); each size gets a fresh `<db>_bench` database. Writes
 # docs/bench/latest.{json,md,html} and the table in the README.
-# 1M members need ~65 GiB in the bench process (it holds the simulated program): see README.
+# The bench process streams the simulated program into the database (one block of 20k
+# members at a time); its peak is the retraining: 6.1 GiB at 100k, ~12 GiB estimated at 1M (README).
 BENCH_SIZES ?= 100000
 BENCH_QUEUE_ROWS ?= 1000000
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/loyalty

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -323,7 +324,7 @@ def _chunk_profile(*, run_id: int, results: dict, log) -> None:
         f"cpu {best.stage_cpu_seconds}, db cpu {best.stage_db_cpu_seconds}")
 
 
-def _quality(run_id: int, program, results: dict) -> None:
+def _quality(run_id: int, program: StreamedProgram, results: dict) -> None:
     """AUC against the Bayes AUC, interval coverage of the true probability, policy capture."""
     from sklearn.metrics import roc_auc_score
 
@@ -366,8 +367,9 @@ def _quality(run_id: int, program, results: dict) -> None:
     })
 
 
-def _text_signal(program, results: dict, *, seed: int) -> None:
-    """Engagement AUC with and without the comment features, on the same split and members."""
+def _text_signal(program: StreamedProgram, results: dict, *, seed: int) -> None:
+    """Engagement AUC with and without the comment features, on the same split and members
+    (text_signal_auc's sample of at most 50k members, kept while streaming)."""
     from recommendations.quality import text_signal_auc
 
     text = text_signal_auc(program, seed=seed)
@@ -432,19 +434,103 @@ def _seed_rf_rate(features: pd.DataFrame, results: dict, rows: int, seed: int) -
     results["seed_rf_recs_per_s"] = round(rows / (time.perf_counter() - start), 1)
 
 
+@dataclass
+class StreamedProgram:
+    """What the bench keeps of the program it streamed into the database (_program_stream).
+
+    The ground truth of every member (a few numbers each); for text_signal_auc only its
+    members (``members``, with their 1-based position in the program as ``pk``) and their
+    recorded ``events``; the later events were appended to ``future_events_csv`` as they
+    were simulated, for _import_rate. Memory stays bounded whatever the program's size.
+    """
+
+    as_of: date
+    horizon_days: int
+    offers: pd.DataFrame
+    ground_truth: pd.DataFrame
+    members: pd.DataFrame
+    events: pd.DataFrame
+    future_events_csv: Path
+
+
+def _program_stream(options: BenchOptions, results: dict, log: Callable[[str], None]) -> StreamedProgram:
+    """Simulate the program block by block and load each block as it comes, in one
+    transaction: the whole program (1M members: ~74M events) would not fit in memory.
+
+    The data are those of simulate_program with the same seed. ``simulate_s`` is the time
+    spent simulating and building each block's frames, ``db_load_s`` the rest of the load
+    (rows, encryption, COPY, indexes), as when the two ran one after the other.
+    """
+    from django.conf import settings
+
+    from loyalty.simulator import (
+        DEFAULT_AS_OF,
+        DEFAULT_HORIZON_DAYS,
+        OFFERS,
+        events_write_csv,
+        program_blocks_write_db,
+        simulate_program_blocks,
+    )
+    from recommendations.quality import text_sample_positions
+
+    in_text_sample = np.zeros(options.members, dtype=bool)
+    in_text_sample[text_sample_positions(options.members, seed=options.seed)] = True
+    future_csv = Path(settings.DATA_DIR) / "bench-csv" / "future_events.csv"
+    future_csv.parent.mkdir(parents=True, exist_ok=True)
+    truth: list[pd.DataFrame] = []
+    sample_members: list[pd.DataFrame] = []
+    sample_events: list[pd.DataFrame] = []
+    simulate_seconds = 0.0
+
+    def blocks():
+        nonlocal simulate_seconds
+        stream = simulate_program_blocks(
+            members=options.members, seed=options.seed, as_of=DEFAULT_AS_OF, horizon_days=DEFAULT_HORIZON_DAYS
+        )
+        while True:
+            start = time.perf_counter()
+            block = next(stream, None)
+            if block is None:
+                return
+            events = block.events()
+            events_write_csv(block.future_events(), future_csv, append=block.first > 0)
+            truth.append(block.ground_truth)
+            keep = in_text_sample[block.first : block.first + len(block.members)]
+            members = block.members[keep].assign(pk=block.first + 1 + np.flatnonzero(keep))
+            sample_members.append(members)
+            sample_events.append(events[events["member_id"].isin(members["member_id"])])
+            simulate_seconds += time.perf_counter() - start
+            log(f"block of members {block.first + 1}-{block.first + len(block.members)}: {len(events)} events")
+            yield block.members, events
+            del block, events, members  # not held while the next block is simulated
+
+    log("simulate and load ...")
+    start = time.perf_counter()
+    program_blocks_write_db(blocks(), offers=OFFERS, replace=False)
+    elapsed = time.perf_counter() - start
+    results["simulate_s"] = round(simulate_seconds, 2)
+    results["db_load_s"] = round(elapsed - simulate_seconds, 2)
+    log(f"simulate_s = {results['simulate_s']}s, db_load_s = {results['db_load_s']}s")
+    return StreamedProgram(
+        as_of=DEFAULT_AS_OF,
+        horizon_days=DEFAULT_HORIZON_DAYS,
+        offers=OFFERS.copy(),
+        ground_truth=pd.concat(truth, ignore_index=True),
+        members=pd.concat(sample_members, ignore_index=True),
+        events=pd.concat(sample_events, ignore_index=True),
+        future_events_csv=future_csv,
+    )
+
+
 def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     from django.core.management import call_command
 
-    from loyalty.simulator import program_write_db, simulate_program
     from recommendations.services import model_version_train
 
     mode = bench_mode()
     results: dict[str, Any] = {"members": options.members, "seed": options.seed, "mode": mode}
     call_command("migrate", verbosity=0)
-    with _timed(results, "simulate_s", log):
-        program = simulate_program(members=options.members, seed=options.seed)
-    with _timed(results, "db_load_s", log):
-        program_write_db(program, replace=False)
+    program = _program_stream(options, results, log)
     with _timed(results, "train_s", log):
         sample = {"max_members": options.train_members} if options.train_members else {}
         model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, **sample)
@@ -472,23 +558,21 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     results.update(whatif_latency(model_version=model, samples=options.latency_samples, seed=options.seed))
     _import_rate(program, results, log)
     _retrain_time(results, log)
-    # The bench process itself holds the whole simulated program (1M members: ~24M events).
+    # The program was streamed (one block, the ground truth and the text sample in memory,
+    # whatever its size); the peak is now the training and retraining, which load up to
+    # TRAIN_MAX_MEMBERS members' history.
     results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return results
 
 
-def _import_rate(program, results: dict, log) -> None:
+def _import_rate(program: StreamedProgram, results: dict, log) -> None:
     """The CSV import path (validation, fingerprints, writes) on the program's later events:
     rows that are not in the database yet, as `import_events` would bring them."""
-    from django.conf import settings
-
     from loyalty.importers import import_csv
-    from loyalty.simulator import program_write_files
 
-    # Only the later events: at 1M members the full history would be gigabytes of CSV.
-    paths = program_write_files(program, Path(settings.DATA_DIR) / "bench-csv", only=("future_events",))
+    # Only the later events (written while streaming): the full history would be gigabytes.
     start = time.perf_counter()
-    outcome = import_csv(kind="events", source=paths["future_events"])
+    outcome = import_csv(kind="events", source=program.future_events_csv)
     elapsed = time.perf_counter() - start
     if not outcome.succeeded:
         raise RuntimeError(f"bench import failed: {[str(e) for e in outcome.errors[:3]]}")

@@ -28,7 +28,7 @@ MEASURES: list[tuple[str, str, str, tuple[str, float, int] | None]] = [
     ("cpu_bare_ratio", "end-to-end / bare, in CPU seconds (workers + their Postgres backends)", "", None),
     ("seed_rf_recs_per_s", "seed setup (RF 100 trees + TreeSHAP)", "recs/s", None),
     ("peak_worker_rss_mb", "peak worker process RSS", "MiB", ("<", 1024, 0)),
-    ("bench_peak_rss_mb", "peak RSS of the bench process (holds the simulated program)", "MiB", None),
+    ("bench_peak_rss_mb", "peak RSS of the bench process (streams the simulated program)", "MiB", None),
     ("queue_rows", "recommendations in the table (desk timings)", "", None),
     ("queue_page_p50_ms", "queue page p50", "ms", None),
     ("queue_page_p95_ms", "queue page p95", "ms", ("<", 100, 0)),

@@ -54,10 +54,16 @@ as if the stores serving that group failed to record loyalty scans. Nothing else
 points, the latent process, ``future_events`` and the ground truth stay true, so a model
 trained on the recorded history under-predicts engagement for that group and a fairness
 check against ground truth can find it. The default is no bias.
+
+Large programs: `simulate_program_blocks` yields the same program one block of
+CHUNK_MEMBERS members at a time (`simulate_program` is those blocks joined), and
+`program_blocks_write_db` loads such blocks as they come, so a program of any size is
+simulated into the database in one block's memory (`manage.py bench` does this).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -347,6 +353,10 @@ class _Chunk:
     balance: np.ndarray
 
 
+# The per-event fields of _Chunk.
+_EVENT_FIELDS = ("member", "seconds", "kind", "amount", "points", "quantity", "duration", "score", "offer", "comment")
+
+
 def _simulate_block(
     rng: np.random.Generator,
     *,
@@ -628,8 +638,10 @@ def _str_take(values: np.ndarray, codes: np.ndarray) -> pd.Series:
 
 
 def _events_frame(
-    *, member_ids: pd.Series, cols: dict[str, np.ndarray], day0: pd.Timestamp, mask: np.ndarray
+    *, member_ids: pd.Series, first: int, cols: dict[str, np.ndarray], day0: pd.Timestamp, mask: np.ndarray
 ) -> pd.DataFrame:
+    """The events selected by `mask`, sorted by member, time and kind; `member_ids[i]` is the
+    id of member `first + i` (cols["member"] holds program-wide member indexes)."""
     member = cols["member"][mask]
     seconds = cols["seconds"][mask]
     kind = cols["kind"][mask]
@@ -647,7 +659,7 @@ def _events_frame(
     ).dt.tz_localize("UTC")
     return pd.DataFrame(
         {
-            "member_id": member_ids.take(member).reset_index(drop=True),
+            "member_id": member_ids.take(member - first).reset_index(drop=True),
             "occurred_at": occurred,
             "kind": _str_take(KINDS, kind),
             "amount": cols["amount"][mask][order],
@@ -662,7 +674,62 @@ def _events_frame(
     )
 
 
-def simulate_program(
+def _members_frame(
+    attrs: dict[str, np.ndarray], *, first: int, balance: np.ndarray, day0: pd.Timestamp, as_of: date
+) -> pd.DataFrame:
+    """Members `first + 1`, ... (ids M0000001, ...) from their attributes and balance at as_of."""
+    numbers = np.arange(first + 1, first + len(balance) + 1)
+    member_ids = pd.Series(np.char.add("M", np.char.zfill(numbers.astype(str), 7)), dtype="str")
+    as_of_ts = pd.Timestamp(as_of)
+    first_names = np.array(_FIRST_NAMES)[attrs["first"]]
+    last_names = np.array(_LAST_NAMES)[attrs["last"]]
+    emails = np.char.add(
+        np.char.add(np.char.add(np.char.lower(first_names), "."), np.char.lower(last_names)),
+        np.char.add(numbers.astype(str), "@example.com"),
+    )
+    return pd.DataFrame(
+        {
+            "member_id": member_ids,
+            "joined_at": (day0 + pd.to_timedelta(attrs["join_day"], unit="D")).normalize(),
+            "birth_date": as_of_ts - pd.to_timedelta(attrs["age_days"], unit="D"),
+            "gender": _str_take(GENDERS, attrs["gender"]),
+            "region": _str_take(REGIONS, attrs["region"]),
+            "tier": _str_take(TIERS, attrs["tier"]),
+            "points_balance": balance,
+            "consent_profiling": attrs["consent"],
+            "name": pd.Series(np.char.add(np.char.add(first_names, " "), last_names), dtype="str"),
+            "email": pd.Series(emails, dtype="str"),
+        },
+        columns=MEMBER_COLUMNS,
+    )
+
+
+@dataclass
+class ProgramBlock:
+    """One block of CHUNK_MEMBERS members (the last one smaller) with everything simulated
+    for them: the block's rows of each SimulatedProgram frame, events built on demand."""
+
+    members: pd.DataFrame  # MEMBER_COLUMNS, members first + 1 ... in order
+    ground_truth: pd.DataFrame  # as SimulatedProgram.ground_truth, these members only
+    first: int  # program-wide index of the block's first member
+    day0: pd.Timestamp
+    cols: dict[str, np.ndarray]  # every simulated event, numeric (see _Chunk)
+    history: np.ndarray  # per event: before as_of
+    recorded: np.ndarray  # per event: in the recorded history (history minus planted-bias losses)
+
+    def events(self) -> pd.DataFrame:
+        return self._frame(self.recorded)
+
+    def future_events(self) -> pd.DataFrame:
+        return self._frame(~self.history)
+
+    def _frame(self, mask: np.ndarray) -> pd.DataFrame:
+        return _events_frame(
+            member_ids=self.members["member_id"], first=self.first, cols=self.cols, day0=self.day0, mask=mask
+        )
+
+
+def simulate_program_blocks(
     *,
     members: int,
     seed: int,
@@ -671,8 +738,13 @@ def simulate_program(
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     bias_group: tuple[str, str] | None = None,
     bias_rate: float = 0.0,
-) -> SimulatedProgram:
-    """Simulate a program of `members` members; the same arguments give identical frames."""
+) -> Iterator[ProgramBlock]:
+    """The program `simulate_program` returns, one block of members at a time.
+
+    Members are independent and every block draws from its own stream, so a caller can
+    write each block away and drop it: memory stays at one block's worth whatever
+    `members` is. Concatenated, the blocks are exactly simulate_program's frames.
+    """
     if members < 1:
         raise ValueError("members must be at least 1")
     if history_days < 2 * RESPONSE_WINDOW_DAYS + 2 or horizon_days < 1:
@@ -688,84 +760,102 @@ def simulate_program(
     day0 = pd.Timestamp(as_of) - pd.Timedelta(days=history_days)
     dates = pd.date_range(day0, periods=history_days + horizon_days, freq="D")
     season = _season(dates)
+    # One stream for the planted bias across blocks, one uniform per event in block order:
+    # consecutive draws continue the stream, so they are those of one draw over all events.
+    bias_rng = np.random.default_rng(bias_seq)
 
-    chunks = []
     for b, seq in enumerate(block_seqs):
         lo, hi = b * CHUNK_MEMBERS, min((b + 1) * CHUNK_MEMBERS, members)
-        block = {k: v[lo:hi] for k, v in attrs.items()}
-        # The truth's Monte Carlo draws from its own stream, so it never shifts the events.
-        chunks.append(
-            _simulate_block(
-                np.random.default_rng(seq), truth_rng=np.random.default_rng(seq.spawn(1)[0]), first=lo, attrs=block, season=season,
-                history_days=history_days, horizon_days=horizon_days,
-            )
+        # Built in a function, so nothing of this block stays referenced from here while the
+        # next one is simulated.
+        yield _program_block(
+            seq, attrs={k: v[lo:hi] for k, v in attrs.items()}, first=lo, season=season, day0=day0, as_of=as_of,
+            history_days=history_days, horizon_days=horizon_days,
+            bias=(bias_group, bias_rate, bias_rng) if bias_group is not None and bias_rate > 0 else None,
         )
-    cols = {
-        name: np.concatenate([getattr(c, name) for c in chunks])
-        for name in ("member", "seconds", "kind", "amount", "points", "quantity", "duration", "score", "offer", "comment")
-    }
-    p_engage = np.concatenate([c.p_engage for c in chunks])
-    engaged = np.concatenate([c.engaged for c in chunks])
-    p_response = np.concatenate([c.p_response for c in chunks])
-    balance = np.concatenate([c.balance for c in chunks])
-    del chunks
 
-    numbers = np.arange(1, members + 1)
-    member_ids = pd.Series(np.char.add("M", np.char.zfill(numbers.astype(str), 7)), dtype="str")
-    as_of_ts = pd.Timestamp(as_of)
-    first = np.array(_FIRST_NAMES)[attrs["first"]]
-    last = np.array(_LAST_NAMES)[attrs["last"]]
-    emails = np.char.add(
-        np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
-        np.char.add(numbers.astype(str), "@example.com"),
+
+def _program_block(
+    seq: np.random.SeedSequence,
+    *,
+    attrs: dict[str, np.ndarray],
+    first: int,
+    season: np.ndarray,
+    day0: pd.Timestamp,
+    as_of: date,
+    history_days: int,
+    horizon_days: int,
+    bias: tuple[tuple[str, str], float, np.random.Generator] | None,
+) -> ProgramBlock:
+    # The truth's Monte Carlo draws from its own stream, so it never shifts the events.
+    chunk = _simulate_block(
+        np.random.default_rng(seq), truth_rng=np.random.default_rng(seq.spawn(1)[0]), first=first, attrs=attrs,
+        season=season, history_days=history_days, horizon_days=horizon_days,
     )
-    member_frame = pd.DataFrame(
-        {
-            "member_id": member_ids,
-            "joined_at": (day0 + pd.to_timedelta(attrs["join_day"], unit="D")).normalize(),
-            "birth_date": as_of_ts - pd.to_timedelta(attrs["age_days"], unit="D"),
-            "gender": _str_take(GENDERS, attrs["gender"]),
-            "region": _str_take(REGIONS, attrs["region"]),
-            "tier": _str_take(TIERS, attrs["tier"]),
-            "points_balance": balance,
-            "consent_profiling": attrs["consent"],
-            "name": pd.Series(np.char.add(np.char.add(first, " "), last), dtype="str"),
-            "email": pd.Series(emails, dtype="str"),
-        },
-        columns=MEMBER_COLUMNS,
-    )
+    member_frame = _members_frame(attrs, first=first, balance=chunk.balance, day0=day0, as_of=as_of)
+    cols = {name: getattr(chunk, name) for name in _EVENT_FIELDS}
 
-    in_group = np.zeros(members, dtype=bool)
-    if bias_group is not None and bias_rate > 0:
-        column, value = bias_group
-        in_group = (member_frame[column].astype(str) == str(value)).to_numpy()
-
+    in_group = np.zeros(len(member_frame), dtype=bool)
     history = cols["seconds"] < history_days * _DAY
     recorded = history.copy()
-    if in_group.any():
+    if bias is not None:
+        (column, value), rate, bias_rng = bias
+        in_group = (member_frame[column].astype(str) == str(value)).to_numpy()
         # The planted bias: lost loyalty scans in the label window, for the group only.
         label_start = max(history_days - 2 * horizon_days, 0) * _DAY
         hit = (
             history
             & (cols["kind"] == K_PURCHASE)
             & (cols["seconds"] >= label_start)
-            & in_group[cols["member"]]
+            & in_group[cols["member"] - first]
         )
-        lost = np.random.default_rng(bias_seq).random(len(hit)) < bias_rate
+        lost = bias_rng.random(len(hit)) < rate
         recorded &= ~(hit & lost)
 
-    events = _events_frame(member_ids=member_ids, cols=cols, day0=day0, mask=recorded)
-    future = _events_frame(member_ids=member_ids, cols=cols, day0=day0, mask=~history)
-
-    truth = pd.DataFrame({"member_id": member_ids, "p_engage": p_engage, "engaged": engaged})
+    truth = pd.DataFrame({"member_id": member_frame["member_id"], "p_engage": chunk.p_engage, "engaged": chunk.engaged})
     for j, code in enumerate(OFFER_CODES):
-        truth[f"p_response_{code}"] = p_response[:, j]
+        truth[f"p_response_{code}"] = chunk.p_response[:, j]
     truth["biased"] = in_group
+    return ProgramBlock(
+        members=member_frame, ground_truth=truth, first=first, day0=day0, cols=cols, history=history,
+        recorded=recorded,
+    )
+
+
+def simulate_program(
+    *,
+    members: int,
+    seed: int,
+    as_of: date = DEFAULT_AS_OF,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    bias_group: tuple[str, str] | None = None,
+    bias_rate: float = 0.0,
+) -> SimulatedProgram:
+    """Simulate a program of `members` members; the same arguments give identical frames."""
+    blocks = list(
+        simulate_program_blocks(
+            members=members, seed=seed, as_of=as_of, history_days=history_days, horizon_days=horizon_days,
+            bias_group=bias_group, bias_rate=bias_rate,
+        )
+    )
+    # Event frames are built once from the joined numeric columns (cheaper than joining
+    # per-block frames); members are block-ordered, so the order is the same either way.
+    cols = {name: np.concatenate([block.cols[name] for block in blocks]) for name in _EVENT_FIELDS}
+    history = np.concatenate([block.history for block in blocks])
+    recorded = np.concatenate([block.recorded for block in blocks])
+    member_frame = pd.concat([block.members for block in blocks], ignore_index=True)
+    truth = pd.concat([block.ground_truth for block in blocks], ignore_index=True)
+    day0 = blocks[0].day0
+    del blocks
+
+    def events(mask: np.ndarray) -> pd.DataFrame:
+        return _events_frame(member_ids=member_frame["member_id"], first=0, cols=cols, day0=day0, mask=mask)
 
     return SimulatedProgram(
         members=member_frame,
-        events=events,
-        future_events=future,
+        events=events(recorded),
+        future_events=events(~history),
         offers=OFFERS.copy(),
         ground_truth=truth,
         as_of=as_of,
@@ -783,11 +873,16 @@ def _iso(series: pd.Series, fmt: str) -> pd.Series:
     return series.dt.strftime(fmt)
 
 
-def _events_for_csv(events: pd.DataFrame) -> pd.DataFrame:
+def events_write_csv(events: pd.DataFrame, path: Path, *, append: bool = False) -> None:
+    """Events in the import format (events.csv, future_events.csv); `append` adds rows, without
+    a header, to a file begun by an earlier call (a program written block by block)."""
     out = events.copy()
     out["occurred_at"] = _iso(out["occurred_at"], "%Y-%m-%dT%H:%M:%S+00:00")
     out["score"] = out["score"].astype("Int64")
-    return out
+    out.to_csv(
+        path, columns=EVENT_COLUMNS, index=False, float_format="%.2f", lineterminator="\n",
+        mode="a" if append else "w", header=not append,
+    )
 
 
 def program_write_files(
@@ -797,26 +892,29 @@ def program_write_files(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def members() -> pd.DataFrame:
+    def table(frame: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
+        frame.to_csv(path, index=False, float_format=float_format, lineterminator="\n")
+
+    def members(path: Path) -> None:
         frame = program.members.copy()
         for column in ("joined_at", "birth_date"):
             frame[column] = _iso(frame[column], "%Y-%m-%d")
-        return frame
+        table(frame[MEMBER_COLUMNS], path)
 
     # Built only when written: the full event history of a large program is big.
-    frames = {
-        "members": (members, MEMBER_COLUMNS, None),
-        "events": (lambda: _events_for_csv(program.events), EVENT_COLUMNS, "%.2f"),
-        "future_events": (lambda: _events_for_csv(program.future_events), EVENT_COLUMNS, "%.2f"),
-        "offers": (lambda: program.offers, OFFER_COLUMNS, "%.2f"),
-        "ground_truth": (lambda: program.ground_truth, list(program.ground_truth.columns), None),
+    writers = {
+        "members": members,
+        "events": lambda path: events_write_csv(program.events, path),
+        "future_events": lambda path: events_write_csv(program.future_events, path),
+        "offers": lambda path: table(program.offers[OFFER_COLUMNS], path, "%.2f"),
+        "ground_truth": lambda path: table(program.ground_truth, path),
     }
     paths = {}
-    for name, (build, columns, float_format) in frames.items():
+    for name, write in writers.items():
         if only is not None and name not in only:
             continue
         path = out_dir / f"{name}.csv"
-        build().to_csv(path, columns=columns, index=False, float_format=float_format, lineterminator="\n")
+        write(path)
         paths[name] = path
     return paths
 
@@ -962,6 +1060,16 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
     Refuses to write into a database that already holds members unless `replace`, and
     refuses `replace` while any Decision exists (decisions are protected records).
     """
+    return program_blocks_write_db([(program.members, program.events)], offers=program.offers, replace=replace)
+
+
+def program_blocks_write_db(
+    blocks: Iterable[tuple[pd.DataFrame, pd.DataFrame]], *, offers: pd.DataFrame, replace: bool = False
+) -> dict[str, int]:
+    """program_write_db for a program that arrives in blocks of (members, their events), as
+    `simulate_program_blocks` yields them: each block is written, then dropped, so a program
+    of any size loads in one block's memory. One transaction, like program_write_db.
+    """
     from django.db import connection, transaction
 
     from loyalty.models import Event, Member, Offer
@@ -970,6 +1078,7 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
     postgres = connection.vendor == "postgresql"
     tz_suffix = "+00" if postgres else ""
     member_table, event_table = Member._meta.db_table, Event._meta.db_table
+    written = {"members": 0, "events": 0, "offers": len(offers)}
     with transaction.atomic():
         if replace:
             if Decision.objects.exists():
@@ -987,12 +1096,11 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
                     f"the database already holds {existing} members; pass --replace to delete "
                     "members, events and offers first, or use an empty database"
                 )
-        for row in program.offers.to_dict("records"):
+        for row in offers.to_dict("records"):
             Offer.objects.update_or_create(
                 code=row["code"],
                 defaults={k: row[k] for k in ("name", "kind", "cost", "value", "high_stakes", "active")},
             )
-        member_rows = _member_rows(program.members, tz_suffix=tz_suffix)
         recreate: list[str] = []
         if postgres:
             with connection.cursor() as cursor:
@@ -1002,40 +1110,72 @@ def program_write_db(program: SimulatedProgram, *, replace: bool = False) -> dic
                     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
                 cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                # Dropped once for the whole load, whatever the number of blocks.
                 recreate = _secondary_indexes_drop(cursor, tables=[member_table, event_table])
         with connection.cursor() as cursor:
-            if postgres:
-                # cursor.connection is the psycopg 3 connection: COPY needs its own cursor.
-                with cursor.connection.cursor() as raw:
-                    _copy_rows(raw, table=member_table, rows=member_rows, not_null=["gender", "region", "name", "email"])
-            else:
-                _insert_rows(cursor, table=member_table, rows=member_rows)
-            cursor.execute(f"SELECT member_id, id FROM {member_table}")
-            pairs = cursor.fetchall()
-        member_pk = pd.Series([pk for _, pk in pairs], index=[mid for mid, _ in pairs])
-        event_rows = _event_rows(program.events, member_pk, tz_suffix=tz_suffix)
+            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {member_table}")
+            (last_pk,) = cursor.fetchone()
+        for members, events in blocks:
+            last_pk = _block_write(
+                members, events, member_table=member_table, event_table=event_table, last_pk=last_pk,
+                tz_suffix=tz_suffix,
+            )
+            written["members"] += len(members)
+            written["events"] += len(events)
+            del members, events  # not held while the next block is simulated
         with connection.cursor() as cursor:
-            if postgres:
-                with cursor.connection.cursor() as raw:
-                    _copy_rows(raw, table=event_table, rows=event_rows, not_null=["offer_code", "comment"])
-            else:
-                _insert_rows(cursor, table=event_table, rows=event_rows)
             # Rebuilt once each, over all rows: unique and foreign keys are verified here.
             for statement in recreate:
                 cursor.execute(statement)
             if postgres:
                 # Fresh statistics, so the first scoring run's plans see the real row counts.
                 cursor.execute(f"ANALYZE {member_table}, {event_table}")
-    return {"members": len(member_rows), "events": len(event_rows), "offers": len(program.offers)}
+    return written
+
+
+def _block_write(
+    members: pd.DataFrame, events: pd.DataFrame, *, member_table: str, event_table: str, last_pk: int,
+    tz_suffix: str,
+) -> int:
+    """Write one block's members, then their events; return the largest member pk so far."""
+    from django.db import connection
+
+    postgres = connection.vendor == "postgresql"
+    member_rows = _member_rows(members, tz_suffix=tz_suffix)
+    with connection.cursor() as cursor:
+        if postgres:
+            # cursor.connection is the psycopg 3 connection: COPY needs its own cursor.
+            with cursor.connection.cursor() as raw:
+                _copy_rows(raw, table=member_table, rows=member_rows, not_null=["gender", "region", "name", "email"])
+        else:
+            _insert_rows(cursor, table=member_table, rows=member_rows)
+        # This block's members got the keys after the previous largest: a primary-key range
+        # scan (the member_id index is dropped during the load).
+        cursor.execute(f"SELECT member_id, id FROM {member_table} WHERE id > %s", [last_pk])
+        pairs = cursor.fetchall()
+    del member_rows
+    member_pk = pd.Series([pk for _, pk in pairs], index=[mid for mid, _ in pairs])
+    event_rows = _event_rows(events, member_pk, tz_suffix=tz_suffix)
+    with connection.cursor() as cursor:
+        if postgres:
+            with cursor.connection.cursor() as raw:
+                _copy_rows(raw, table=event_table, rows=event_rows, not_null=["offer_code", "comment"])
+        else:
+            _insert_rows(cursor, table=event_table, rows=event_rows)
+    return max([last_pk, *member_pk.to_list()])
 
 
 __all__ = [
     "DEFAULT_AS_OF",
     "OFFERS",
     "SimulatedProgram",
+    "ProgramBlock",
     "SimulatorTargetError",
+    "events_write_csv",
+    "program_blocks_write_db",
     "program_write_db",
     "program_write_files",
     "simulate_program",
+    "simulate_program_blocks",
 ]
 

@@ -124,8 +124,25 @@ def quality_report(program: Any, *, algorithm: str = "hgb", seed: int = 0) -> di
     }
 
 
+# Members text_signal_auc compares on at most (a seeded sample of a larger program).
+TEXT_MAX_MEMBERS = 50_000
+
+
+def text_sample_positions(member_count: int, *, seed: int, max_members: int | None = None) -> np.ndarray:
+    """Positions (0-based, in program order) of the members text_signal_auc compares on
+    (``max_members`` None: TEXT_MAX_MEMBERS, read at call time).
+
+    Depends only on the count and the seed, so a caller that streams a large program can
+    keep just these members' events (loyalty.bench) and get the same comparison.
+    """
+    max_members = TEXT_MAX_MEMBERS if max_members is None else max_members
+    if member_count <= max_members:
+        return np.arange(member_count)
+    return np.random.default_rng(seed).choice(member_count, max_members, replace=False)
+
+
 def text_signal_auc(
-    program: Any, *, algorithm: str = "hgb", seed: int = 0, max_members: int = 50_000
+    program: Any, *, algorithm: str = "hgb", seed: int = 0, max_members: int | None = None
 ) -> dict[str, Any]:
     """Engagement AUC with and without the text features (features.TEXT_FEATURES).
 
@@ -135,12 +152,14 @@ def text_signal_auc(
     the same held-out members (the holdout split, joined before as_of) and compared with
     the simulator's realized outcome ``engaged``. The AUC of the raw model score is used:
     calibration is monotone and would only add ties. Programs larger than ``max_members``
-    are compared on a seeded sample of members (the gap is a property of the data, not of
-    its size).
+    (None: TEXT_MAX_MEMBERS) are compared on a seeded sample of members
+    (text_sample_positions; the gap is a property of the data, not of its size).
+    ``program.members`` may carry a ``pk`` column (1-based positions in the program): a
+    caller that kept only the sample's members passes them that way (loyalty.bench).
     """
     members, events = frames_from_program(program.members, program.events)
-    if len(members) > max_members:
-        keep = np.random.default_rng(seed).choice(members["pk"].to_numpy(), max_members, replace=False)
+    keep = members["pk"].to_numpy()[text_sample_positions(len(members), seed=seed, max_members=max_members)]
+    if len(keep) < len(members):
         members = members[members["pk"].isin(keep)].reset_index(drop=True)
         events = events[events["member_pk"].isin(keep)]
     as_of = pd.Timestamp(program.as_of, tz="UTC")

@@ -205,6 +205,27 @@ def test_planted_bias_drops_recent_purchases_for_the_group_only() -> None:
     assert not clean.ground_truth["biased"].any()
 
 
+def test_blocks_are_simulate_program_in_pieces(monkeypatch) -> None:
+    """Streamed block by block (three blocks here, planted bias included), the program is
+    the one simulate_program builds in one piece: same seed, same data."""
+    import loyalty.simulator as simulator
+
+    monkeypatch.setattr(simulator, "CHUNK_MEMBERS", 300)
+    arguments = {"members": 800, "seed": 12, "bias_group": ("region", "north"), "bias_rate": 0.3}
+    whole = simulate_program(**arguments)
+    blocks = list(simulator.simulate_program_blocks(**arguments))
+    assert [len(block.members) for block in blocks] == [300, 300, 200]
+    assert whole.ground_truth["biased"].any()
+    pieces = {
+        "members": [block.members for block in blocks],
+        "events": [block.events() for block in blocks],
+        "future_events": [block.future_events() for block in blocks],
+        "ground_truth": [block.ground_truth for block in blocks],
+    }
+    for name, frames in pieces.items():
+        pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), getattr(whole, name))
+
+
 def test_invalid_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
         simulate_program(members=0, seed=1)
