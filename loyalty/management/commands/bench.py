@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from loyalty.bench import BenchOptions, bench_inner, bench_outer, bench_table
+from loyalty.bench import SKIPPABLE, BenchOptions, bench_inner, bench_outer, bench_table
 
 
 class Command(BaseCommand):
@@ -23,6 +23,8 @@ class Command(BaseCommand):
                             help="train on a random sample of this many members (default: the "
                                  "training service's own cap); a 1M-member throughput run need not "
                                  "wait for a full-size training")
+        parser.add_argument("--skip", nargs="+", choices=SKIPPABLE, default=[],
+                            help="leave these measurements out (slow at 1M members)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
         parser.add_argument("--inner", action="store_true", help="internal: run in the prepared env")
@@ -36,7 +38,7 @@ class Command(BaseCommand):
         bench = BenchOptions(
             members=options["members"], seed=options["seed"], workers=options["workers"],
             chunk_size=options["chunk_size"], queue_rows=options["queue_rows"],
-            train_members=options["train_members"],
+            train_members=options["train_members"], skip=tuple(options["skip"]),
         )
 
         def log(message: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from loyalty.bench import BenchOptions, bench_outer
+from loyalty.bench import SKIPPABLE, BenchOptions, bench_outer
 from loyalty.bench_report import report_write
 
 
@@ -33,8 +33,11 @@ class Command(BaseCommand):
             for members in options["sizes"]:
                 if members < 1000:
                     raise CommandError(f"--sizes: {members} is below 1000 members; figures would mean nothing")
+                # Retraining and import are timed on the 100k program (what the issue asks for);
+                # above that they would add most of an hour and measure nothing new.
                 bench = BenchOptions(members=members, seed=options["seed"], workers=options["workers"],
-                                     chunk_size=options["chunk_size"], queue_rows=options["queue_rows"])
+                                     chunk_size=options["chunk_size"], queue_rows=options["queue_rows"],
+                                     skip=SKIPPABLE if members > 100_000 else ())
                 print(f"[bench_report] {members} members ...", file=sys.stderr, flush=True)
                 try:
                     runs.append(bench_outer(bench, keep_db=False, progress=lambda m: None))
