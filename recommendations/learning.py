@@ -262,7 +262,8 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
     if not rec_ids:
         return LabeledExamples(empty, empty.copy(), {"engagement": 0, "response": 0})
     recs = pd.DataFrame.from_records(
-        Recommendation.objects.filter(pk__in=rec_ids)
+        # In pk order: the rows' order is the order the models are fitted on.
+        Recommendation.objects.filter(pk__in=rec_ids).order_by("pk")
         .values_list("pk", "member_id", "model_version_id", "offer__code", "features", "alternatives")
         .iterator(chunk_size=5000),
         columns=["recommendation_id", "member_pk", "model_version_id", "recommended_offer_code", "features",
