@@ -195,10 +195,11 @@ def _frames_sql(
         ))
     members = member_parts[0] if len(member_parts) == 1 else pd.concat(member_parts, ignore_index=True)
     events = event_parts[0] if len(event_parts) == 1 else pd.concat(event_parts, ignore_index=True)
-    # string_agg without ORDER BY returns rows in whatever order the plan produced them (a
-    # parallel scan's Gather interleaves its workers at random), and the order reaches the
-    # models: float sums in the features and the row order a tree is fitted on. By member,
-    # time and id, in C (cheaper than an ORDER BY inside the aggregate, which spills to disk).
+    # string_agg without ORDER BY returns rows in the plan's order: a sequential scan's is the
+    # table's physical layout, which updates and vacuum change, and on a table over a quarter
+    # of shared_buffers a synchronized scan starts where an earlier one stopped. The order
+    # reaches the models (float sums in the features, the row order a tree is fitted on), so
+    # sort by member, time and id: here, in C, rather than inside the aggregate.
     order = np.lexsort((events["event_pk"].to_numpy(), events["occurred_us"].to_numpy(), events["member_pk"].to_numpy()))
     events = events.drop(columns=["event_pk"]).take(order).reset_index(drop=True)
     # Dates as datetime64 (NaT when unknown); birth_year stays float (NaN when unknown).
