@@ -182,8 +182,9 @@ def _outcome_frame(run_id: int | None) -> pd.DataFrame:
     qs = Outcome.objects.all()
     if run_id is not None:
         qs = qs.filter(run_id=run_id)
+    # In a fixed order: float means over an upserted table's scan order differ in the last digits.
     frame = pd.DataFrame.from_records(
-        qs.values_list(
+        qs.order_by("recommendation_id").values_list(
             "recommendation_id", "run_id", "model_version_id", "engaged", "holdout", "decision_action",
             "decided_by", "decided_offer_code", "recommended_offer_code", "responded",
             "recommendation__probability", "decision__label_engaged",

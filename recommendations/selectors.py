@@ -86,7 +86,9 @@ def _frames_orm(
         When(kind="feedback", then="comment"), default=Value(""), output_field=EncryptedTextField()
     ))
     events = pd.DataFrame.from_records(
-        events_qs.values_list(*EVENT_FIELDS, "feedback_comment").iterator(chunk_size=20_000),
+        # The same order as _frames_sql: by member, time and id.
+        events_qs.order_by("member_id", "occurred_at", "pk")
+        .values_list(*EVENT_FIELDS, "feedback_comment").iterator(chunk_size=20_000),
         columns=[*EVENT_FIELDS, "feedback_comment"],
     ).rename(columns={"member_id": "member_pk"})
     events["sentiment"] = comment_sentiments(events.pop("feedback_comment"))
@@ -147,6 +149,8 @@ _EVENT_COLUMNS: list[tuple[str, str, Any]] = [
     ("score", "e.score", "float64"), ("offer_code", "e.offer_code", str),
     # Ciphertext of feedback comments only; other kinds never carry one worth reading.
     ("comment_token", "CASE WHEN e.kind = 'feedback' THEN e.comment ELSE '' END", str),
+    # Only to put the rows in a fixed order (below); dropped from the frame.
+    ("event_pk", "e.id", "int64"),
 ]
 # A sample of pks is sent in slices: one array parameter per query, bounded in size.
 _PK_SLICE = 50_000
@@ -191,6 +195,13 @@ def _frames_sql(
         ))
     members = member_parts[0] if len(member_parts) == 1 else pd.concat(member_parts, ignore_index=True)
     events = event_parts[0] if len(event_parts) == 1 else pd.concat(event_parts, ignore_index=True)
+    # string_agg without ORDER BY returns rows in the plan's order: a sequential scan's is the
+    # table's physical layout, which updates and vacuum change, and on a table over a quarter
+    # of shared_buffers a synchronized scan starts where an earlier one stopped. The order
+    # reaches the models (float sums in the features, the row order a tree is fitted on), so
+    # sort by member, time and id: here, in C, rather than inside the aggregate.
+    order = np.lexsort((events["event_pk"].to_numpy(), events["occurred_us"].to_numpy(), events["member_pk"].to_numpy()))
+    events = events.drop(columns=["event_pk"]).take(order).reset_index(drop=True)
     # Dates as datetime64 (NaT when unknown); birth_year stays float (NaN when unknown).
     members["joined_at"] = pd.to_datetime(members["joined_at"], unit="D")
     members["consent_profiling"] = members["consent_profiling"].astype(bool)

@@ -19,6 +19,7 @@ from recommendations.learning import (
     learning_settings_get,
     learning_settings_update,
     model_version_retrain,
+    override_response_targets,
 )
 from recommendations.models import ModelVersion, Outcome, Recommendation, RecommendationStatus
 from recommendations.outcomes import decision_accuracy, holdout_lift
@@ -110,18 +111,48 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     assert response.loc[approved.pk, "responded"] == 1
     assert response.loc[overridden.pk, "weight"] == cfg.override_weight
     # The override is also an offer-response lesson, at the admin-set choice weight: response
-    # rates that swap the two offers' expected values as shown. An approval teaches no preference.
+    # rates that reverse the two offers' expected values as shown. An approval teaches no preference.
     choice = rows[rows["source"] == "manager_choice"]
     assert set(choice["recommendation_id"]) == {overridden.pk}
     assert set(choice["offer_code"]) == {other, overridden.offer.code}
-    shown = {a["code"]: a["ev"] for a in overridden.alternatives}
     terms = {o.code: o for o in Offer.objects.all()}
-    for code, swapped_with in ((other, overridden.offer.code), (overridden.offer.code, other)):
+    targets = override_response_targets(
+        chosen=other, rejected=overridden.offer.code, shown=overridden.alternatives, terms=terms
+    )
+    for code in (other, overridden.offer.code):
         lesson = choice[choice["offer_code"] == code]
         assert lesson["weight"].sum() == pytest.approx(cfg.choice_weight)
         rate = lesson.loc[lesson["responded"] == 1, "weight"].sum() / cfg.choice_weight
-        learned_ev = rate * float(terms[code].value) - float(terms[code].cost)
-        assert learned_ev == pytest.approx(max(shown[swapped_with], -float(terms[code].cost)), abs=1e-6)
+        assert rate == pytest.approx(targets[code], abs=1e-9)
+
+
+def test_override_lesson_moves_response_rates_in_proportion_to_offer_value() -> None:
+    from types import SimpleNamespace as Terms
+
+    terms = {"TIERUP": Terms(cost=25.0, value=120.0), "B500": Terms(cost=5.0, value=40.0),
+             "D10": Terms(cost=8.0, value=45.0)}
+    # Shown: both at a 0.2 response rate, EV -1 (upgrade) and 3 (bonus): a gap of 4 to turn
+    # into -4, i.e. 8 EV, moved by rates in proportion to value: 8 * 120 / (120^2 + 40^2) =
+    # 0.06 up for the upgrade, 8 * 40 / 16000 = 0.02 down for the bonus.
+    shown = [{"code": "TIERUP", "ev": -1.0}, {"code": "B500", "ev": 3.0}, {"code": "D10", "ev": -2.0}]
+    targets = override_response_targets(chosen="TIERUP", rejected="B500", shown=shown, terms=terms)
+    assert targets == pytest.approx({"TIERUP": 0.26, "B500": 0.18})
+    learned = {c: targets[c] * terms[c].value - terms[c].cost for c in targets}
+    assert learned["TIERUP"] - learned["B500"] == pytest.approx(4.0)
+    # Against "no action" (EV 0, nothing to move) the offer carries the whole turn: EV -2 -> 2.
+    targets = override_response_targets(chosen="D10", rejected="", shown=shown, terms=terms)
+    assert targets["D10"] * 45.0 - 8.0 == pytest.approx(2.0)
+    assert targets.keys() == {"D10"}
+    targets = override_response_targets(chosen="", rejected="B500", shown=shown, terms=terms)
+    assert targets["B500"] * 40.0 - 5.0 == pytest.approx(-3.0)
+    # Rates stay rates; an override of an offer the model itself ranked lower teaches nothing.
+    assert override_response_targets(chosen="B500", rejected="TIERUP", shown=shown, terms=terms) == {}
+    low = [{"code": "TIERUP", "ev": -25.0}, {"code": "B500", "ev": -3.0}]
+    assert override_response_targets(chosen="TIERUP", rejected="B500", shown=low, terms=terms) == {
+        "TIERUP": pytest.approx(0.33), "B500": 0.0}
+    high = [{"code": "TIERUP", "ev": 60.0}, {"code": "B500", "ev": 30.0}]
+    assert override_response_targets(chosen="B500", rejected="TIERUP", shown=high, terms=terms) == {
+        "B500": 1.0, "TIERUP": pytest.approx(85.0 / 120.0 - 0.45)}
 
 
 def test_gate_rejects_a_worse_challenger_and_passes_within_tolerance(db):

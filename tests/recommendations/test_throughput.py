@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from loyalty.models import Member
+from loyalty.models import Event, Member
 from recommendations.features import build_features
 from recommendations.model_store import bundle_load
 from recommendations.models import Recommendation, RecommendationStatus, ScoringChunk, ScoringRun
@@ -83,6 +84,24 @@ def test_sql_frames_equal_the_orm_frames_and_give_the_same_features(program) -> 
     orm = _frames_orm(as_of=program.as_of, pk_from=None, pk_to=None, consenting_only=True, pks=sample)
     _same_frames(sql, orm)
     assert set(sql[0]["pk"]) == set(sample) - {erased.pk}
+
+
+def test_sql_frames_come_in_one_order_whatever_the_physical_order(program) -> None:
+    """Scoring and training see the events in the same order on every run: the order reaches
+    the models (float sums in the features, the rows a tree is fitted on), and a sequential
+    scan returns rows in whatever order they lie on disk, which updates and imports change."""
+    as_of = program.as_of
+    _, before = _frames_sql(as_of=as_of, pk_from=None, pk_to=None, consenting_only=True, pks=None)
+    # Rewriting the first members' events moves their row versions to the end of the table.
+    first = list(Member.objects.order_by("pk").values_list("pk", flat=True)[:50])
+    Event.objects.filter(member_id__in=first).update(amount=F("amount"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT member_id FROM {Event._meta.db_table}")
+        assert cursor.fetchone()[0] not in first  # the table's own order did change
+    _, after = _frames_sql(as_of=as_of, pk_from=None, pk_to=None, consenting_only=True, pks=None)
+    pd.testing.assert_frame_equal(before, after)
+    ordered = after.sort_values(["member_pk", "occurred_at"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, ordered)
 
 
 def test_training_uses_a_seeded_sample_when_the_program_is_larger(program) -> None:
