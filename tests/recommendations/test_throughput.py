@@ -30,7 +30,7 @@ from recommendations.runs import (
     recommendations_insert,
 )
 from recommendations.scoring import score_features
-from recommendations.selectors import _frames_orm, _frames_sql, member_frames_load
+from recommendations.selectors import _event_order, _frames_orm, _frames_sql, member_frames_load
 from recommendations.services import model_version_train
 from tests.conftest import require_services
 from tests.recommendations.scoring_support import champion_model, consenting_pks, program_in_db
@@ -102,6 +102,40 @@ def test_sql_frames_come_in_one_order_whatever_the_physical_order(program) -> No
     pd.testing.assert_frame_equal(before, after)
     ordered = after.sort_values(["member_pk", "occurred_at"], kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(after, ordered)
+
+
+def test_events_come_in_one_order_whatever_plan_postgres_picks(program) -> None:
+    """The features add floats per member in event order: both loaders give (member, time, id)
+    order, so a parallel or hash plan cannot change the features of the same data."""
+    lo, hi, _ = member_pk_ranges(chunk_size=300)[1]
+    serial = _frames_sql(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=True, pks=None)
+    with connection.cursor() as cursor:  # a parallel sequential scan: rows in varying order
+        for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
+                        "enable_indexscan = off", "enable_bitmapscan = off"):
+            cursor.execute(f"SET LOCAL {setting}")
+        parallel = _frames_sql(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=True, pks=None)
+    orm = _frames_orm(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=True, pks=None)
+    events = serial[1]
+    key = ["member_pk", "occurred_at"]
+    assert events[key].equals(events[key].sort_values(key, kind="stable", ignore_index=True))
+    pd.testing.assert_frame_equal(events, parallel[1])
+    for column in ("member_pk", "occurred_at", "kind", "amount"):
+        assert events[column].tolist() == orm[1][column].tolist(), column
+
+
+def test_event_order_sorts_by_member_time_and_id() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(0, 40))
+        member = np.sort(rng.integers(1, 6, n))
+        when, event_id = rng.integers(0, 4, n), rng.permutation(n) + 100
+        if trial % 3 == 0:  # members interleaved, as a parallel plan returns them
+            shuffle = rng.permutation(n)
+            member, when, event_id = member[shuffle], when[shuffle], event_id[shuffle]
+        order = _event_order(member, when, event_id)
+        expected = np.lexsort((event_id, when, member))
+        assert np.array_equal(np.arange(n) if order is None else order, expected)
+    assert _event_order(np.array([1, 1, 2]), np.array([5, 6, 1]), np.array([3, 2, 1])) is None
 
 
 def test_training_uses_a_seeded_sample_when_the_program_is_larger(program) -> None:
