@@ -38,7 +38,8 @@ def _url_template(name: str) -> str:
 
 def url(name: str, arg: object) -> str:
     """reverse(name, args=[arg]) for one-argument routes, resolved once per route name: the
-    rows need 150 of them a page and reverse() walks the resolver every time."""
+    rows need 150 of them a page and reverse() walks the resolver every time. The cached
+    template includes the script prefix of the first call: one process serves one prefix."""
     return _url_template(name).replace(_ARG, quote(str(arg), safe="!$&'()*+,;=~:@"))
 
 

@@ -128,13 +128,19 @@ def test_canary_serves_its_share_with_sticky_assignment_across_runs(setup) -> No
     assert served[0] < third
 
 
+def _most_recommended_offer(run) -> tuple[str, pd.Index]:
+    """The offer code recommended most often in `run`, and the members it went to."""
+    codes = pd.Series(dict(Recommendation.objects.filter(run=run, offer__isnull=False)
+                           .values_list("member_id", "offer__code")))
+    code = codes.value_counts().index[0]
+    return code, codes[codes == code].index
+
+
 def test_an_offer_behind_a_flag_is_recommended_only_to_its_members(setup) -> None:
     program, champion, challenger, users = setup
     before = _run(program)
-    codes = pd.Series(dict(Recommendation.objects.filter(run=before, offer__isnull=False)
-                           .values_list("member_id", "offer__code")))
-    code = codes.value_counts().index[0]
-    had_it = set(codes[codes == code].index)
+    code, holders = _most_recommended_offer(before)
+    had_it = set(holders)
     assert len(had_it) > 50
 
     flag = flag_save(actor=users["admin"], name="new-offer", values={
@@ -214,11 +220,8 @@ def test_whatif_offers_a_flagged_offer_only_to_the_flags_members(setup) -> None:
     from recommendations.whatif import member_whatif_evaluate
 
     program, champion, challenger, users = setup
-    run = _run(program)
-    codes = pd.Series(dict(Recommendation.objects.filter(run=run, offer__isnull=False)
-                           .values_list("member_id", "offer__code")))
-    code = codes.value_counts().index[0]
-    had_it = sorted(codes[codes == code].index)[:40]
+    code, holders = _most_recommended_offer(_run(program))
+    had_it = sorted(holders)[:40]
     flag = flag_save(actor=users["admin"], name="new-offer", values={
         "kind": "offer", "target": code, "enabled": True, "share": 0.5})
     inside = dict(zip(had_it, flag_members(flag, member_keys(had_it)), strict=True))
