@@ -7,6 +7,7 @@ import signal
 import time
 from datetime import timedelta
 
+import psutil
 import pytest
 
 from loyalty.models import Member
@@ -91,10 +92,14 @@ def test_killed_pool_child_hands_its_chunk_back(program, celery_worker_process) 
         pid = int(candidate.worker.rsplit(":", 1)[1])
         assert pid in celery_worker_process.children()
         os.kill(pid, signal.SIGKILL)
-        # A dead process commits nothing: if the chunk is still running on its first attempt,
-        # the child died in the middle of it (else it finished just before the signal).
-        if ScoringChunk.objects.filter(
-            pk=candidate.pk, status=ScoringChunk.Status.RUNNING, attempts=1, worker=candidate.worker
+        _wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                  timeout=10, what=f"pool child {pid} to die")
+        # A COMMIT the child sent just before the signal still lands once Postgres reads it:
+        # give the server a moment before judging. If the first attempt did not finish the
+        # chunk, the child died in the middle of it (else it finished just before the signal).
+        time.sleep(1.0)
+        if not ScoringChunk.objects.filter(
+            pk=candidate.pk, status=ScoringChunk.Status.DONE, attempts=1, worker=candidate.worker
         ).exists():
             victim = candidate
             break
