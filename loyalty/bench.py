@@ -538,6 +538,7 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     mode = bench_mode()
     results: dict[str, Any] = {"members": options.members, "seed": options.seed, "mode": mode}
     call_command("migrate", verbosity=0)
+    results.update(_postgres_settings())
     program = _program_stream(options, results, log)
     with _timed(results, "train_s", log):
         sample = {"max_members": options.train_members} if options.train_members else {}
@@ -574,6 +575,25 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
     # TRAIN_MAX_MEMBERS members' history.
     results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return results
+
+
+# The server settings that most move the database side of the figures (the index and
+# event pages a chunk touches, checkpoints during the bulk writes): printed with them.
+POSTGRES_SETTINGS = ("shared_buffers", "max_wal_size")
+
+
+def _postgres_settings() -> dict[str, str]:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return {f"pg_{name}": f"no Postgres ({connection.vendor})" for name in POSTGRES_SETTINGS}
+    with connection.cursor() as cursor:
+        return {f"pg_{name}": _show(cursor, name) for name in POSTGRES_SETTINGS}
+
+
+def _show(cursor, name: str) -> str:
+    cursor.execute(f"SHOW {name}")
+    return cursor.fetchone()[0]
 
 
 def _import_rate(program: StreamedProgram, results: dict, log) -> None:

@@ -21,6 +21,8 @@ from plotly.subplots import make_subplots
 MEASURES: list[tuple[str, str, str, tuple[str, float, int] | None]] = [
     ("mode", "mode", "", None),
     ("workers", "worker processes", "", None),
+    ("pg_shared_buffers", "Postgres shared_buffers", "", None),
+    ("pg_max_wal_size", "Postgres max_wal_size", "", None),
     ("recs_per_s", "end-to-end scoring (Celery workers -> Postgres)", "recs/s", (">=", 1667, 1_000_000)),
     ("score_s", "scoring run", "s", ("<=", 600, 1_000_000)),
     ("bare_recs_per_s", "bare compute (predict + interval + SHAP + offers)", "recs/s", None),
