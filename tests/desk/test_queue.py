@@ -65,6 +65,7 @@ def test_rows_carry_three_plain_word_drivers(world, role_users):
     [
         ({"offer": "bonus_500"}, ["top"]),
         ({"offer": "none"}, ["low"]),
+        ({"offer": "no_such_offer"}, []),  # an unknown code matches nothing (not "no offer")
         ({"risk": "high"}, ["top", "stakes"]),  # churn >= 60%: probability <= 0.4
         ({"risk": "medium"}, ["mid"]),
         ({"risk": "low"}, ["low"]),

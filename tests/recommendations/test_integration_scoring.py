@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from datetime import timedelta
+from functools import partial
 
 import psutil
 import pytest
@@ -36,6 +37,13 @@ def _wait_for(predicate, *, timeout: float, what: str, poll: float = 0.05):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _finished(run_id: int, timeout: float = 240) -> ScoringRun:
@@ -92,8 +100,7 @@ def test_killed_pool_child_hands_its_chunk_back(program, celery_worker_process) 
         pid = int(candidate.worker.rsplit(":", 1)[1])
         assert pid in celery_worker_process.children()
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-                  timeout=10, what=f"pool child {pid} to die")
+        _wait_for(partial(_gone, pid), timeout=10, what=f"pool child {pid} to die")
         # A COMMIT the child sent just before the signal still lands once Postgres reads it:
         # give the server a moment before judging. If the first attempt did not finish the
         # chunk, the child died in the middle of it (else it finished just before the signal).
