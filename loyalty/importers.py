@@ -40,6 +40,7 @@ from loyalty.models import (
     Tier,
 )
 from loyalty.pii import encrypt_series, erasure_token
+from recommendations.text import feedback_sentiments
 
 CHUNK_ROWS = 50_000
 # How many row errors an ImportResult / ImportBatch keeps; the total is always counted.
@@ -440,7 +441,7 @@ def _check_events(chunk: pd.DataFrame, ctx: _Context) -> _Checked:
 
 _EVENT_DB_COLUMNS = [
     "member_id", "occurred_at", "kind", "amount", "points", "quantity", "duration_seconds", "score",
-    "offer_code", "comment", "fingerprint",
+    "offer_code", "comment", "fingerprint", "sentiment",
 ]
 _EVENT_STAGING = "loyalty_event_import_staging"
 
@@ -452,6 +453,7 @@ def _event_rows(rows: pd.DataFrame) -> pd.DataFrame:
     out["fingerprint"] = event_fingerprints(out)
     out["member_id"] = out["member_pk"].astype("int64")
     out["score"] = out["score"].astype("Int64")
+    out["sentiment"] = feedback_sentiments(out["kind"], out["comment"])
     return out[_EVENT_DB_COLUMNS]
 
 
@@ -473,7 +475,7 @@ def _insert_events_copy(rows: pd.DataFrame) -> int:
             f"CREATE TEMP TABLE IF NOT EXISTS {_EVENT_STAGING} ("
             "member_id bigint, occurred_at timestamptz, kind varchar(16), amount double precision, "
             "points integer, quantity integer, duration_seconds integer, score smallint, "
-            "offer_code varchar(32), comment text, fingerprint varchar(40)) ON COMMIT DROP"
+            "offer_code varchar(32), comment text, fingerprint varchar(40), sentiment double precision) ON COMMIT DROP"
         )
         cursor.execute(f"TRUNCATE {_EVENT_STAGING}")
         # Empty text cells are '' (the columns are NOT NULL); an empty score stays NULL.
@@ -500,6 +502,7 @@ def _insert_events_orm(rows: pd.DataFrame) -> int:
                 amount=float(r.amount), points=int(r.points), quantity=int(r.quantity),
                 duration_seconds=int(r.duration_seconds), score=None if pd.isna(r.score) else int(r.score),
                 offer_code=r.offer_code, comment=r.comment, fingerprint=r.fingerprint,
+                sentiment=None if pd.isna(r.sentiment) else float(r.sentiment),
             )
             for r in rows.itertuples(index=False)
         ],

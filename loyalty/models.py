@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from django.conf import settings
@@ -74,6 +75,10 @@ class Event(models.Model):
     score = models.SmallIntegerField(null=True, blank=True)
     offer_code = models.CharField(max_length=32, blank=True)
     comment = EncryptedTextField(blank=True)  # PII-bearing free text, encrypted at rest
+    # The comment's sentiment (recommendations.text.feedback_sentiments), computed when the
+    # event is written: scoring reads this number instead of decrypting every comment of
+    # every chunk on every run. NULL for other kinds and for feedback without a comment.
+    sentiment = models.FloatField(null=True, blank=True)
     # Hash of the row's content: re-importing the same file writes nothing twice. Unique by a
     # constraint, not unique=True, which on Postgres adds a second (LIKE) index of the same
     # random hashes that no query uses and every import pays for.
@@ -88,6 +93,14 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of member #{self.member_id} at {self.occurred_at:%Y-%m-%d}"
+
+    def save(self, *args, **kwargs) -> None:
+        # One event at a time (bulk writers set the column themselves, with the same function).
+        from recommendations.text import feedback_sentiments
+
+        score = feedback_sentiments([self.kind], [self.comment])[0]
+        self.sentiment = None if math.isnan(score) else float(score)
+        super().save(*args, **kwargs)
 
 
 class OfferKind(models.TextChoices):

@@ -81,6 +81,7 @@ from loyalty.definitions import (
     event_fingerprints,
 )
 from loyalty.pii import encrypt_series
+from recommendations.text import feedback_sentiments
 
 # A fixed default so the same seed gives the same data byte for byte, whenever it runs.
 DEFAULT_AS_OF = date(2026, 6, 30)
@@ -980,6 +981,7 @@ def _event_rows(events: pd.DataFrame, member_pk: pd.Series, *, tz_suffix: str) -
             "offer_code": events["offer_code"],
             "comment": encrypt_series(events["comment"]),
             "fingerprint": event_fingerprints(events).to_numpy(),
+            "sentiment": feedback_sentiments(events["kind"], events["comment"]),
         }
     )
 

@@ -10,13 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Case, Value, When
 
 from loyalty.models import Event, Member, Offer
-from loyalty.pii import EncryptedTextField, decrypt
 from recommendations.models import ModelVersion
 from recommendations.scoring import OfferTerms
-from recommendations.text import comment_sentiments
 
 MEMBER_FIELDS = [
     "pk", "member_id", "birth_year", "gender", "region", "tier", "points_balance",
@@ -48,8 +45,8 @@ def member_frames_load(
     sample). consenting_only keeps members who consented to profiling; erased members are
     never read. Events come back with ``member_pk`` (the members' pk), tz-aware UTC
     ``occurred_at`` and ``sentiment``: the VADER score of a feedback event's comment (NaN
-    without one). Only feedback events' comments are read and decrypted, and the text is
-    dropped once scored: the frames hold no comment text.
+    without one), stored when the event was written (``Event.sentiment``): no comment is
+    decrypted and the frames hold no comment text.
 
     On Postgres each frame is one query returning CSV text, parsed by pandas' C reader: no
     ORM instances or per-row Python tuples (a 10,000-member chunk has ~200,000 events).
@@ -81,17 +78,13 @@ def _frames_orm(
     members = pd.DataFrame.from_records(
         members_qs.order_by("pk").values_list(*MEMBER_FIELDS), columns=MEMBER_FIELDS
     )
-    # The comment of feedback events only (decrypted by the field), as "feedback_comment".
-    events_qs = events_qs.annotate(feedback_comment=Case(
-        When(kind="feedback", then="comment"), default=Value(""), output_field=EncryptedTextField()
-    ))
     events = pd.DataFrame.from_records(
         # The order the Postgres path gives (see _frames_sql): same data, same features.
         events_qs.order_by("member_id", "occurred_at", "id")
-        .values_list(*EVENT_FIELDS, "feedback_comment").iterator(chunk_size=20_000),
-        columns=[*EVENT_FIELDS, "feedback_comment"],
+        .values_list(*EVENT_FIELDS, "sentiment").iterator(chunk_size=20_000),
+        columns=[*EVENT_FIELDS, "sentiment"],
     ).rename(columns={"member_id": "member_pk"})
-    events["sentiment"] = comment_sentiments(events.pop("feedback_comment"))
+    events["sentiment"] = pd.to_numeric(events["sentiment"], errors="coerce").astype(float)
     if pks is not None:
         members = members[members["pk"].isin(pks)].reset_index(drop=True)
         events = events[events["member_pk"].isin(pks)].reset_index(drop=True)
@@ -169,9 +162,8 @@ _EVENT_COLUMNS: list[tuple[str, str, Any]] = [
     ("amount", "e.amount", "float64"), ("points", "e.points", "int64"),
     ("quantity", "e.quantity", "int64"), ("duration_seconds", "e.duration_seconds", "int64"),
     ("score", _csv_or_empty("e.score"), "float64"), ("offer_code", _csv_quoted("e.offer_code"), object),
-    # Ciphertext of feedback comments only; other kinds never carry one worth reading.
-    # A Fernet token is urlsafe base64: no quoting needed.
-    ("comment_token", "CASE WHEN e.kind = 'feedback' THEN e.comment ELSE '' END", object),
+    # The comment's score, stored when the event was written: no comment is decrypted here.
+    ("sentiment", _csv_or_empty("e.sentiment"), "float64"),
 ]
 # A sample of pks is sent in slices: one array parameter per query, bounded in size.
 _PK_SLICE = 50_000
@@ -226,7 +218,6 @@ def _frames_sql(
     )
     if order is not None:
         events = events.take(order).reset_index(drop=True)
-    events["sentiment"] = _token_sentiments(events.pop("comment_token"))
     return members, events[["member_pk", *EVENT_FIELDS[1:], "sentiment"]]
 
 
@@ -254,15 +245,6 @@ def _event_order(member_pk: np.ndarray, occurred_us: np.ndarray, event_id: np.nd
     order = np.arange(len(member_pk))
     order[rows] = rows[np.lexsort((event_id[rows], occurred_us[rows], member_pk[rows]))]
     return order
-
-
-def _token_sentiments(tokens: pd.Series) -> np.ndarray:
-    """VADER score per encrypted comment (NaN when empty); only non-empty tokens are decrypted."""
-    out = np.full(len(tokens), np.nan)
-    present = (tokens.fillna("") != "").to_numpy()
-    if present.any():
-        out[present] = comment_sentiments(decrypt(token) for token in tokens[present])
-    return out
 
 
 def consenting_member_pks() -> np.ndarray:

@@ -49,6 +49,18 @@ def comment_sentiments(comments: Iterable[str | None]) -> np.ndarray:
     return out
 
 
+def feedback_sentiments(kinds: Iterable[str], comments: Iterable[str | None]) -> np.ndarray:
+    """What ``Event.sentiment`` stores, computed once when events are written: the score of a
+    feedback event's comment; NaN for other kinds (their text is never read) and no comment."""
+    kinds = np.asarray(list(kinds) if not isinstance(kinds, pd.Series) else kinds, dtype=object)
+    comments = pd.Series(list(comments) if not isinstance(comments, pd.Series) else comments, dtype=object)
+    feedback = kinds == "feedback"
+    out = np.full(len(kinds), np.nan)
+    if feedback.any():
+        out[feedback] = comment_sentiments(comments[feedback])
+    return out
+
+
 def sentiment_label(compound: float) -> str:
     """positive / neutral / negative, by VADER's cut-offs."""
     if compound >= POSITIVE_AT:

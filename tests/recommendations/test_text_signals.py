@@ -152,7 +152,7 @@ def test_bench_reports_auc_with_and_without_text() -> None:
 
 
 @pytest.mark.django_db
-def test_loaders_score_feedback_comments_only_and_keep_no_text() -> None:
+def test_loaders_read_stored_sentiment_of_feedback_only_and_no_text() -> None:
     from datetime import UTC, date, datetime
 
     from loyalty.models import Event, Member
@@ -169,6 +169,12 @@ def test_loaders_score_feedback_comments_only_and_keep_no_text() -> None:
     for i, (kind, at, text) in enumerate(rows):
         Event.objects.create(member=member, kind=kind, occurred_at=at, comment=text, fingerprint=f"txt-{i}")
     expected = comment_sentiments(["The staff is excellent, thanks."])[0]
+    # The score was stored with the event: loading decrypts nothing, so even comments no key
+    # can read any more (a lost key, a botched rotation) do not stop scoring.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE loyalty_event SET comment = 'not-a-fernet-token' WHERE fingerprint = 'txt-0'")
     for load in (_frames_sql, _frames_orm):
         _, events = load(as_of=date(2024, 7, 1), pk_from=None, pk_to=None, consenting_only=True, pks=None)
         events = events.sort_values("occurred_at")
@@ -188,3 +194,45 @@ def test_text_features_are_what_if_sliders_but_never_recourse() -> None:
         assert lock_reason(name) == "" and spec.min < spec.max
         # ... but no recourse hint tells anyone to change what a member said.
         assert not spec.actionable and not spec.protected
+
+
+@pytest.mark.django_db
+def test_every_writer_stores_the_feedback_sentiment_and_the_backfill_fills_old_rows(tmp_path) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from loyalty.importers import import_csv
+    from loyalty.models import Event, Member
+    from loyalty.simulator import program_write_db, simulate_program
+
+    program = simulate_program(members=60, seed=3)
+    program_write_db(program)
+    stored = pd.DataFrame(Event.objects.values("kind", "comment", "sentiment"))
+    feedback = stored[(stored["kind"] == "feedback") & (stored["comment"] != "")]
+    assert len(feedback) > 5
+    assert np.allclose(feedback["sentiment"], comment_sentiments(feedback["comment"]))
+    assert stored.loc[stored["kind"] != "feedback", "sentiment"].isna().all()
+
+    member = Member.objects.order_by("pk").first()
+    csv = tmp_path / "events.csv"
+    csv.write_text(
+        "member_id,occurred_at,kind,amount,points,quantity,duration_seconds,score,offer_code,comment\n"
+        f"{member.member_id},2026-06-01T10:00:00Z,feedback,0,0,0,0,,,\"Awful queue, rude staff.\"\n"
+        f"{member.member_id},2026-06-02T10:00:00Z,purchase,10,10,1,0,,,\"Lovely!\"\n"
+    )
+    result = import_csv(kind="events", source=csv)
+    assert result.status == "succeeded", result
+    imported = {e.kind: e.sentiment for e in Event.objects.filter(occurred_at__date__in=["2026-06-01", "2026-06-02"],
+                                                                    member=member)}
+    assert imported["feedback"] == pytest.approx(comment_sentiments(["Awful queue, rude staff."])[0])
+    assert imported["feedback"] < -0.05 and imported["purchase"] is None
+
+    # Rows stored before the column existed get their score from the migration's backfill.
+    Event.objects.update(sentiment=None)
+    backfill = importlib.import_module("loyalty.migrations.0005_event_sentiment").backfill
+    backfill(apps, None)
+    again = pd.DataFrame(Event.objects.values("kind", "comment", "sentiment"))
+    again_feedback = again[(again["kind"] == "feedback") & (again["comment"] != "")]
+    assert np.allclose(again_feedback["sentiment"], comment_sentiments(again_feedback["comment"]))
+    assert again.loc[again["kind"] != "feedback", "sentiment"].isna().all()
