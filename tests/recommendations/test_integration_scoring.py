@@ -92,7 +92,7 @@ def test_killed_pool_child_hands_its_chunk_back(program, celery_worker_process) 
         pid = int(candidate.worker.rsplit(":", 1)[1])
         assert pid in celery_worker_process.children()
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        _wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                   timeout=10, what=f"pool child {pid} to die")
         # A COMMIT the child sent just before the signal still lands once Postgres reads it:
         # give the server a moment before judging. If the first attempt did not finish the
