@@ -16,6 +16,10 @@ one that ``build_features`` could have produced.
 * Days since the last purchase/visit moves into the window the counts imply (a purchase in
   the last 30 days means the last purchase was at most 30 days ago).
 * Derived features (average basket, the two trends, the gap ratio) are recomputed and locked.
+* The rates "at current engagement" follow the 30-day counts (unless edited themselves): a
+  year's visits and purchases over the engagement-weighted days of the year, so extra ones add
+  their number over those days (recovered from the visit rate; extra visits are taken to be
+  of the member's current length).
 * Age is protected and tenure is a fact of the past: both are locked.
 
 Features changed by propagation are reported as ``adjusted``. Values are clipped to the
@@ -75,6 +79,9 @@ CHAINS = (
     ("spend_30d", "spend_90d", "spend_365d"),
     ("sessions_30d", "sessions_90d"),
 )
+# Rates at current engagement (features._current_form): the 30-day count each follows and its
+# period in days (visits a week, purchases a month).
+CURRENT_RATES = {"visits_per_week_now": ("sessions_30d", 7.0), "purchases_per_month_now": ("purchases_30d", 30.0)}
 SPEND_FOR = {"spend_30d": "purchases_30d", "spend_90d": "purchases_90d", "spend_365d": "purchases_365d"}
 RECENCY = (
     ("days_since_purchase", (("purchases_30d", 30), ("purchases_90d", 90), ("purchases_180d", 180),
@@ -309,6 +316,17 @@ def features_propagate(base: pd.DataFrame, targets: Mapping[str, Any]) -> pd.Dat
         )
         fresh = np.clip(out["days_since_purchase"] / np.maximum(out["mean_gap_days"], 1.0), 0.0, 50.0)
         out["gap_ratio"] = np.where(moved, fresh, b["gap_ratio"])
+
+    if has("visits_per_week_now", "sessions_365d", "tenure_days"):
+        # Engagement-weighted days the base rates were taken over (features._current_form).
+        visits, rate = b["sessions_365d"], b["visits_per_week_now"]
+        days = np.where(
+            (visits > 0) & (rate > 0), 7.0 * visits / np.where(rate > 0, rate, 1.0),
+            np.clip(np.minimum(b["tenure_days"], 365.0), 7.0, None),
+        )
+        for rate_name, (count, period) in CURRENT_RATES.items():
+            if has(rate_name, count) and rate_name not in targets:
+                out[rate_name] = b[rate_name] + (out[count] - b[count]) * period / days
 
     for name, values in out.items():
         spec = FEATURE_BY_NAME.get(name)

@@ -48,7 +48,8 @@ def test_recent_purchases_match_what_build_features_gives():
     truth = _features(_events([10, 10, *days], [basket, basket, *amounts], [3]))
     edited = features_propagate(base, {"purchases_30d": base["purchases_30d"].iloc[0] + 2})
     for name in ("purchases_30d", "purchases_90d", "purchases_180d", "purchases_365d", "spend_30d", "spend_90d",
-                 "spend_365d", "avg_basket_365d", "purchase_trend_30_60", "spend_trend_90_90"):
+                 "spend_365d", "avg_basket_365d", "purchase_trend_30_60", "spend_trend_90_90",
+                 "purchases_per_month_now"):
         assert edited[name].iloc[0] == pytest.approx(truth[name].iloc[0]), name
     # The last purchase is now inside the 30-day window.
     assert edited["days_since_purchase"].iloc[0] <= 30
@@ -89,6 +90,8 @@ def test_vectorized_rows_are_independent():
     out = features_propagate(rows, {"sessions_30d": np.array([0.0, 5.0, 20.0])})
     assert out["sessions_30d"].tolist() == [0.0, 5.0, 20.0]
     assert (out["sessions_90d"] >= out["sessions_30d"]).all()
+    # More recent visits, a higher visit rate at current engagement.
+    assert np.all(np.diff(out["visits_per_week_now"].to_numpy()) > 0)
 
 
 @pytest.mark.parametrize(
