@@ -232,7 +232,7 @@ def queue_queryset(*, user: User, filters: QueueFilters) -> QuerySet[Recommendat
         qs = qs.filter(offer__isnull=True)
     elif filters.offer:
         # By id, not by a join on the code: the planner then sees the value and, with the
-        # (status, offer) statistics of migration 0012, finds an offer with no open items
+        # (status, offer) statistics of migration 0011, finds an offer with no open items
         # empty at once instead of walking the whole sort index looking for one.
         offer_id = Offer.objects.filter(code=filters.offer).values_list("id", flat=True).first()
         qs = qs.filter(offer_id=offer_id) if offer_id is not None else qs.none()
