@@ -1,13 +1,16 @@
 """A load generator on loopback: managers working the queue through a real HTTP server.
 
 Each simulated manager logs in (CSRF + session, as a browser does), then loops until the
-time is up: open the queue page, pick one of its pending rows at random, open its detail
-page, approve it (or, one time in five, override it to the first alternative its row offers) through the decision
+time is up: open the queue page, pick one of its pending rows at random that no one else
+has open (recommendations.claims marks those; any pending row when all are taken), open its
+detail page (which claims it), step back when that page says someone opened it first, else
+approve it (or, one time in five, override it to the first alternative its row offers) through the decision
 API with the CSRF token. Between clicks a manager pauses `think` seconds, like locust's
 `wait_time = between(...)`.
 
 A 409 is not an error: two managers picked the same row and the second was told someone
-decided first, which is the product doing its job. Anything else that is not 2xx/3xx, and
+decided first, which is the product doing its job; claims make it rarer, and the managers
+who stepped back are counted. Anything else that is not 2xx/3xx, and
 any connection failure, is an error. `load_verify` then checks the database: every 201
 decision is stored exactly once, with its audit row, and no recommendation got two.
 """
@@ -26,6 +29,9 @@ import numpy as np
 import requests
 
 PENDING_ROW = re.compile(r'id="rec-(\d+)" class="qrow st-pending')
+UNCLAIMED_ROW = re.compile(r'id="rec-(\d+)" class="qrow st-pending"')
+CLAIMED_NOTE = 'id="claim-note"'
+
 # The first alternative the row's override form offers (never the recommended offer itself).
 OVERRIDE_CHOICE = re.compile(r'name="chosen_offer_code">\s*<option value="([^"]*)"')
 
@@ -38,6 +44,7 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     conflicts: int = 0
+    stepped_back: int = 0  # detail pages that said another manager had the item open
     login_p50_ms: float | None = None
     decisions: list[tuple[int, int]] = field(default_factory=list)  # (recommendation, decision) per 201
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,7 +61,8 @@ class LoadResult:
         out: dict[str, Any] = {
             "users": self.users, "seconds": round(self.seconds, 1), "requests": len(every),
             "requests_per_s": round(len(every) / self.seconds, 1) if self.seconds else 0.0,
-            "errors": len(self.errors), "conflicts_409": self.conflicts, "decisions_201": len(self.decisions),
+            "errors": len(self.errors), "conflicts_409": self.conflicts,
+            "stepped_back_claimed": self.stepped_back, "decisions_201": len(self.decisions),
             "login_p50_ms (before the clock)": self.login_p50_ms,
         }
         for kind, values in [("all", every), *sorted(self.timings_ms.items())]:
@@ -102,7 +110,8 @@ class _Manager:
     def work(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             page = self._call("queue", "GET", "/")
-            rows = PENDING_ROW.findall(page.text) if page is not None and page.status_code == 200 else []
+            html = page.text if page is not None and page.status_code == 200 else ""
+            rows = UNCLAIMED_ROW.findall(html) or PENDING_ROW.findall(html)
             if not rows:
                 self.pause()
                 continue
@@ -110,7 +119,11 @@ class _Manager:
             row_html = page.text.split(f'id="rec-{pk}"', 1)[1].split("</tr>", 1)[0]
             choice = OVERRIDE_CHOICE.search(row_html)
             self.pause()
-            self._call("detail", "GET", f"/queue/{pk}/")
+            detail = self._call("detail", "GET", f"/queue/{pk}/")
+            if detail is not None and CLAIMED_NOTE in detail.text:
+                with self.result.lock:
+                    self.result.stepped_back += 1
+                continue
             self.pause()
             body: dict[str, Any] = {"action": "approve"}
             if choice is not None and self.rng.random() < 0.2:

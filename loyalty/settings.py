@@ -171,6 +171,9 @@ LOYALTY_RETENTION_BATCH_SIZE = int(os.environ.get("LOYALTY_RETENTION_BATCH_SIZE"
 # import commands stream files of any size.
 LOYALTY_IMPORT_MAX_UPLOAD_MB = int(os.environ.get("LOYALTY_IMPORT_MAX_UPLOAD_MB", 50))
 DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
+# Opening or selecting a queue item shows it to other managers as "X is reviewing" this long
+# (recommendations.claims; advice, never a lock).
+REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", 120))
 # The status counts at the top of the queue are cached this long (and dropped on every decision).
 QUEUE_COUNTS_CACHE_SECONDS = int(os.environ.get("QUEUE_COUNTS_CACHE_SECONDS", 30))
 # Currency of expected values and offer costs, as shown to managers.
@@ -278,12 +281,18 @@ CELERY_BEAT_SCHEDULE: dict = {
 # What-if segment scenarios live outside recommendations/tasks.py (a separate module).
 CELERY_IMPORTS = ("recommendations.whatif_tasks",)
 
+# Several web processes must share one cache (REDIS_URL): review claims and the queue counts
+# live there. Without it each process keeps its own (fine for `make demo`'s single runserver).
+# CACHE_KEY_PREFIX keeps two deployments (or a load test) on one Redis apart.
 CACHES = {
-    "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}
-        if os.environ.get("REDIS_URL")
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
+    "default": {
+        **(
+            {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}
+            if os.environ.get("REDIS_URL")
+            else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        ),
+        "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", ""),
+    }
 }
 
 # Logs carry ids and counts, never names, emails or birth dates.

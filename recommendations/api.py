@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
@@ -13,6 +14,7 @@ from rest_framework.views import APIView
 from governance.audit import audit_log
 from loyalty.api_errors import ERRORS
 from loyalty.permissions import HasCapability
+from recommendations.claims import claim_release
 from recommendations.decisions import (
     DecisionError,
     DecisionForbidden,
@@ -20,6 +22,7 @@ from recommendations.decisions import (
     decision_bulk_approve,
     decision_record,
     decision_undo,
+    review_claim,
 )
 from recommendations.learning import (
     LearningError,
@@ -42,6 +45,7 @@ from recommendations.serializers import (
     QueueItemDetailSerializer,
     QueuePageSerializer,
     QueueQuerySerializer,
+    ReviewClaimSerializer,
     ScoringRunSerializer,
 )
 
@@ -150,6 +154,43 @@ class DecideAPI(APIView):
         except DecisionError as exc:
             raise as_api_error(exc) from exc
         return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
+
+
+class ClaimAPI(APIView):
+    permission_classes = can("decide")
+
+    @extend_schema(
+        operation_id="queue_item_claim",
+        summary="Tell other managers you have this item open",
+        description="A soft claim for REVIEW_CLAIM_SECONDS, refreshed by posting again: other managers "
+        "see claimed_by on the item. Advice only, it never blocks a decision. When someone else "
+        "already has the item, their claim stands and is returned (claimed false). 409 when the "
+        "item is no longer open.",
+        request=None,
+        responses={200: ReviewClaimSerializer, **ERRORS, **CONFLICT},
+        tags=["queue"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        try:
+            other = review_claim(recommendation_id=pk, actor=request.user)
+        except DecisionError as exc:
+            raise as_api_error(exc) from exc
+        return Response(ReviewClaimSerializer({
+            "claimed": other is None, "claimed_by": other.name if other else None,
+            "seconds": settings.REVIEW_CLAIM_SECONDS,
+        }).data)
+
+    @extend_schema(
+        operation_id="queue_item_release",
+        summary="Let go of your claim (moving on without deciding)",
+        description="Someone else's claim is left alone. Always 204.",
+        request=None,
+        responses={204: None, **ERRORS},
+        tags=["queue"],
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        claim_release(recommendation_id=pk, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BulkDecideAPI(APIView):

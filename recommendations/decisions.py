@@ -22,8 +22,14 @@ from governance.audit import audit_log, audit_log_many
 from governance.models import AuditEvent
 from loyalty.models import Offer
 from loyalty.roles import has_capability
+from recommendations.claims import ReviewClaim, claim_release, claim_take
 from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
-from recommendations.queue import bulk_refusal, queue_counts_forget, queue_counts_shift
+from recommendations.queue import (
+    bulk_refusal,
+    can_decide_status,
+    queue_counts_forget,
+    queue_counts_shift,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -153,6 +159,8 @@ def _write(
         },
     )
     transaction.on_commit(lambda: queue_counts_shift(old_status, new_status))
+    # Decided (or escalated, or undone): the item is no longer this manager's to review.
+    transaction.on_commit(lambda: claim_release(recommendation_id=rec.pk, user=actor))
     return decision
 
 
@@ -294,6 +302,20 @@ def decision_undo(*, decision_id: int, actor: User) -> Decision:
             reason_text=f"undo of decision {original.pk} ({original.action})",
             compensates=original,
         )
+
+
+def review_claim(*, recommendation_id: int, actor: User) -> ReviewClaim | None:
+    """Show other managers that `actor` has this open item (recommendations.claims); returns
+    the other manager's claim when someone else already has it. Refused like a decision would
+    be: an unknown item, an item the actor may not decide, an item no longer open."""
+    status = Recommendation.objects.filter(pk=recommendation_id).values_list("status", flat=True).first()
+    if status is None:
+        raise DecisionNotFound(f"Recommendation {recommendation_id} does not exist.")
+    if status not in OPEN_STATUSES:
+        raise _conflict(recommendation_id, status)
+    if not can_decide_status(actor, status):
+        raise DecisionForbidden("Your role may not decide this item, so it cannot be claimed.")
+    return claim_take(recommendation_id=recommendation_id, user=actor)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from loyalty.models import Event, EventKind, Offer, Tier
 from loyalty.roles import has_capability
+from recommendations.claims import claims_by_others
 from recommendations.explain import describe_drivers
 from recommendations.models import (
     OPEN_STATUSES,
@@ -131,6 +132,8 @@ class QueueRow:
     bulk_eligible: bool
     reasons: list[str]
     last_decision: Decision | None = None
+    # Another manager has this item open (recommendations.claims): their name, else None.
+    claimed_by: str | None = None
 
 
 @dataclass
@@ -360,6 +363,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
     names = _feature_names_by_version({r.model_version_id for r in recs}) if recs else {}
     allowed = set(decidable_statuses(user))
     now = timezone.now()
+    claims = claims_by_others(recommendation_ids=[r.pk for r in recs if r.status in OPEN_STATUSES], user=user)
     return [
         QueueRow(
             rec=rec,
@@ -368,6 +372,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
             can_decide=can_decide_status(user, rec.status, allowed),
             bulk_eligible=rec.status in allowed and not bulk_refusal(rec),
             reasons=reason_texts(rec.route_reasons),
+            claimed_by=claims[rec.pk].name if rec.pk in claims else None,
         )
         for rec in recs
     ]
@@ -518,7 +523,7 @@ def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRo
     n = min(len(names), len(shap), len(feats))
     base = build_rows([rec], user=user)[0]
     return DetailRow(
-        **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons")},
+        **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons", "claimed_by")},
         features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         decisions=decision_history(recommendation_id=rec.pk),
         recent_comments=member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),

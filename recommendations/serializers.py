@@ -44,7 +44,9 @@ class QueueItemSerializer(serializers.Serializer):
     route = serializers.CharField(source="rec.route")
     route_reasons = serializers.ListField(source="reasons", child=serializers.CharField())
     drivers = DriverSerializer(many=True)
-    model_version = serializers.IntegerField(source="rec.model_version_id")
+    claimed_by = serializers.CharField(
+        allow_null=True, help_text="another manager who has this item open right now (advice: deciding is still allowed)"
+    )
     created_at = serializers.DateTimeField(source="rec.created_at")
     age = serializers.CharField()
     can_decide = serializers.BooleanField()
@@ -143,6 +145,12 @@ class QueueItemDetailSerializer(QueueItemSerializer):
     recent_feedback = RecentCommentSerializer(
         source="recent_comments", many=True, help_text="the 3 newest comments before as_of, newest first"
     )
+
+
+class ReviewClaimSerializer(serializers.Serializer):
+    claimed = serializers.BooleanField(help_text="true: the item is now shown as yours")
+    claimed_by = serializers.CharField(allow_null=True, help_text="the manager who has it when it is not yours")
+    seconds = serializers.IntegerField(help_text="how long a claim lasts without a new post")
 
 
 class DecideRequestSerializer(serializers.Serializer):

@@ -35,6 +35,7 @@ api_urlpatterns = [
     path("recommendations/bulk-decide/", api.BulkDecideAPI.as_view(), name="api-recommendations-bulk"),
     path("recommendations/<int:pk>/", api.QueueDetailAPI.as_view(), name="api-recommendation"),
     path("recommendations/<int:pk>/decide/", api.DecideAPI.as_view(), name="api-recommendation-decide"),
+    path("recommendations/<int:pk>/claim/", api.ClaimAPI.as_view(), name="api-recommendation-claim"),
     path("decisions/<int:pk>/undo/", api.UndoAPI.as_view(), name="api-decision-undo"),
     path("runs/", api.RunListAPI.as_view(), name="api-runs"),
     path("runs/<int:pk>/", api.RunDetailAPI.as_view(), name="api-run"),

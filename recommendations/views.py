@@ -25,9 +25,10 @@ from recommendations.decisions import (
     decision_bulk_approve,
     decision_record,
     decision_undo,
+    review_claim,
 )
 from recommendations.features import TEXT_FEATURES
-from recommendations.models import Decision, Recommendation
+from recommendations.models import OPEN_STATUSES, Decision, Recommendation
 from recommendations.queue import (
     InvalidCursor,
     QueueFilters,
@@ -50,6 +51,7 @@ from recommendations.queue import (
 from recommendations.selectors import as_of_instant
 
 PAGE_SIZE = 50
+OPEN_STATUS_VALUES = frozenset(str(s) for s in OPEN_STATUSES)
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -91,6 +93,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "counts": queue_status_counts(),
         "choices": filter_choices(),
         "can_decide_any": bool(decidable_statuses(request.user)),
+        "claim_seconds": settings.REVIEW_CLAIM_SECONDS,
         "next_url": f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else "",
         "first_url": f"?{urlencode(params)}" if page.cursor else "",
         "here": here,
@@ -103,6 +106,7 @@ def _rows_html(request: HttpRequest, rows: list, **context) -> str:
     return mark_safe(render_to_string("partials/queue_rows.html", {
         "rows": rows,
         "csrf": csrf_input(request),  # one masked token for every form on the page, not one each
+        "open_statuses": OPEN_STATUS_VALUES,
         **_decision_context(request),
         **context,
     }, request=request))  # noqa: S308 - Jinja2 autoescapes every value in it
@@ -131,6 +135,15 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         member_pseudo_id=rec.member.pseudo_id,
         ip=request.META.get("REMOTE_ADDR"),
     )
+    can_decide = can_decide_status(request.user, rec.status)
+    # Opening an item this manager may decide shows the others that they are on it (advice,
+    # not a lock); closed items and other roles' items are simply not claimed.
+    claimable, claimed_by = False, None
+    try:
+        other = review_claim(recommendation_id=rec.pk, actor=request.user)
+        claimable, claimed_by = True, (other.name if other else None)
+    except DecisionError:
+        pass
     names = feature_names(rec.model_version)
     feats, shap = recommendation_arrays(rec)
     n = min(len(names), len(shap))
@@ -153,7 +166,10 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alternatives": sorted(rec.alternatives or [], key=lambda a: -float(a.get("ev", 0.0))),
         "metrics": metrics,
         "decisions": decision_history(recommendation_id=rec.pk),
-        "can_decide": can_decide_status(request.user, rec.status),
+        "can_decide": can_decide,
+        "claimed_by": claimed_by,
+        "claim_url": reverse("api-recommendation-claim", args=[rec.pk]) if claimable else "",
+        "claim_seconds": settings.REVIEW_CLAIM_SECONDS,
         "shap_chart": charts.figure_json(
             charts.shap_waterfall_figure(labels=names[:n], shap_values=shap[:n].tolist(), base_value=rec.shap_base)
         ),

@@ -15,11 +15,63 @@
 
   function select(row) {
     rows().forEach(function (r) { r.classList.remove("selected"); r.removeAttribute("aria-selected"); });
-    if (!row) { selectedId = null; return; }
+    if (!row) { selectedId = null; claimSoon(null); return; }
     selectedId = row.dataset.id;
     row.classList.add("selected");
     row.setAttribute("aria-selected", "true");
     row.scrollIntoView({ block: "nearest" });
+    claimSoon(row);
+  }
+
+  // Review claims (recommendations/claims.py): the selected row, or the open detail page, is
+  // shown to the other managers as yours while you look at it; moving on lets it go. Advice
+  // only: the server never refuses a decision because of a claim.
+  var claimedUrl = null, claimTimer = null, claimRefresh = null;
+
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"] || ""; } catch (e) { return ""; }
+  }
+
+  function claimCall(url, method) {
+    return window.fetch(url, { method: method, credentials: "same-origin",
+                               headers: { "X-CSRFToken": csrfToken(), "Accept": "application/json" } });
+  }
+
+  function markClaimed(row, name) {
+    if (!row || row.querySelector(".badge.claim")) { return; }
+    row.classList.add("claimed");
+    var badge = document.createElement("span");
+    badge.className = "badge claim";
+    badge.textContent = name + " is reviewing";
+    badge.title = name + " has this item open; you can still decide it";
+    var cell = row.querySelector("td.actions");
+    if (cell) { cell.insertBefore(badge, cell.firstChild); }
+  }
+
+  function claim(url, row) {
+    claimCall(url, "POST").then(function (r) { return r.ok ? r.json() : null; }).then(function (body) {
+      if (body && body.claimed_by) { markClaimed(row, body.claimed_by); }
+    }).catch(function () { /* advice only: a lost claim changes nothing */ });
+  }
+
+  function claimSoon(row) {
+    // Debounced: holding j down claims only the row you stop on.
+    window.clearTimeout(claimTimer);
+    claimTimer = window.setTimeout(function () {
+      var url = (row && row.dataset.claimUrl) || null;  // only open items the user may decide have one
+      if (url === claimedUrl) { return; }
+      if (claimedUrl) { claimCall(claimedUrl, "DELETE").catch(function () {}); }
+      claimedUrl = url;
+      if (url) { claim(url, row); }
+    }, 300);
+  }
+
+  function keepClaim(seconds) {
+    // Refreshed at half its life while the page stays open on the same item.
+    window.clearInterval(claimRefresh);
+    claimRefresh = window.setInterval(function () {
+      if (claimedUrl && !document.hidden) { claim(claimedUrl, selectedId ? current() : null); }
+    }, Math.max(10, seconds / 2) * 1000);
   }
 
   function move(delta) {
@@ -70,11 +122,14 @@
   }
 
   function nextOpenRow(from) {
-    var all = rows();
+    // The next item nobody else has open; failing that, the next open one.
+    var all = rows(), fallback = null;
     for (var i = all.indexOf(from) + 1; i < all.length; i++) {
-      if (all[i].querySelector("form.act-approve")) { return all[i]; }
+      if (!all[i].querySelector("form.act-approve")) { continue; }
+      if (!all[i].classList.contains("claimed")) { return all[i]; }
+      fallback = fallback || all[i];
     }
-    return from;
+    return fallback || from;
   }
 
   document.addEventListener("keydown", function (ev) {
@@ -166,6 +221,15 @@
       window.Plotly.newPlot(el, fig.data, fig.layout, { displayModeBar: false, responsive: true });
       el.classList.add("drawn");
     });
+  }
+
+  var queueTable = document.getElementById("queue");
+  var detailClaim = document.getElementById("claim");
+  if (queueTable && queueTable.dataset.claimSeconds) { keepClaim(Number(queueTable.dataset.claimSeconds)); }
+  if (detailClaim) {
+    // The detail page's claim was taken when it was served; keep it while the page is open.
+    claimedUrl = detailClaim.dataset.claimUrl;
+    keepClaim(Number(detailClaim.dataset.claimSeconds));
   }
 
   // Lets tests (and anyone) know the shortcuts are live.

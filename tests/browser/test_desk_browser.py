@@ -10,7 +10,7 @@ import pytest
 from governance.models import AuditEvent
 from recommendations.models import Decision, Recommendation
 from tests.browser.conftest import login
-from tests.desk.factories import build_world, make_member, make_rec
+from tests.desk.factories import build_world, make_member, make_rec, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # `SCREENSHOT_DIR=docs/screenshots make test` refreshes the README's picture; by default the
@@ -118,4 +118,49 @@ def test_detail_page_renders_shap_chart_and_is_audited(live_server, role_users, 
     page.click("form.act-approve button")
     page.wait_for_selector("text=Approved #")
     assert status(rec) == "approved"
+    assert not page.js_errors, page.js_errors
+
+
+def test_managers_see_who_is_reviewing_and_the_cursor_skips_it(live_server, role_users, page, browser):
+    world = build_world()
+    r = world.recs
+    dana = make_user("dana", "manager")
+    dana.first_name = "Dana"
+    dana.save()
+    claim_of = {key: f"/api/recommendations/{rec.pk}/claim/" for key, rec in r.items()}
+
+    # Dana, in her own browser, walks down to the discount item and stays there.
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        dana_page = context.new_page()
+        login(dana_page, live_server, "dana")
+        with dana_page.expect_response(lambda resp: resp.url.endswith(claim_of["mid"])
+                                       and resp.request.method == "POST") as claimed:
+            for _ in range(3):  # top, stakes, mid: only the row she stops on is claimed
+                dana_page.keyboard.press("j")
+        assert claimed.value.json()["claimed"] is True
+
+        # The other manager sees it on the row, and after approving the upgrade the cursor
+        # skips Dana's item for the next one nobody has open.
+        login(page, live_server, "manager")
+        assert page.locator(f"#rec-{r['mid'].pk} .badge.claim").inner_text() == "Dana is reviewing"
+        assert page.locator(f"#rec-{r['top'].pk} .badge.claim").count() == 0  # she only passed it
+        page.click(f"#rec-{r['stakes'].pk} td.age")
+        page.keyboard.press("a")
+        page.wait_for_selector(f"#rec-{r['stakes'].pk} .status-label.st-approved")
+        page.wait_for_selector(f"#rec-{r['low'].pk}.selected")
+        # Dana moves on to the last item, which the manager's cursor claimed first: she is told
+        # on the row, and her claim of the discount item goes.
+        with dana_page.expect_response(lambda resp: resp.url.endswith(claim_of["mid"])
+                                       and resp.request.method == "DELETE"), \
+                dana_page.expect_response(lambda resp: resp.url.endswith(claim_of["low"])
+                                          and resp.request.method == "POST"):
+            dana_page.keyboard.press("j")
+        dana_page.wait_for_selector(f"#rec-{r['low'].pk}.claimed .badge.claim")
+        assert dana_page.locator(f"#rec-{r['low'].pk} .badge.claim").inner_text() == "manager is reviewing"
+        page.reload()
+        page.wait_for_selector("body[data-desk-ready]")
+        assert page.locator(f"#rec-{r['mid'].pk} .badge.claim").count() == 0
+    finally:
+        context.close()
     assert not page.js_errors, page.js_errors

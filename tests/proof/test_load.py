@@ -7,6 +7,7 @@ other jobs, and this test is about errors and exactly-once decisions under concu
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def server(transactional_db):
     require_services()
     env = worker_env()
     env.pop("CELERY_BROKER_URL")
+    # The gunicorn processes share review claims through Redis, as in production.
+    env.update(REDIS_URL="redis://127.0.0.1:6379/12", CACHE_KEY_PREFIX=f"test-load-{time.time_ns()}")
     process = ServerProcess(env=env, port=free_port(), log_path=Path(settings.DATA_DIR) / "test-gunicorn.log",
                             workers=2, threads=4)
     try:

@@ -8,6 +8,7 @@ there was any error, the p95 is over --p95-ms, or a decision was lost or stored 
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--server-workers", type=int, default=2)
         parser.add_argument("--server-threads", type=int, default=8)
         parser.add_argument("--keep-db", action="store_true")
+        parser.add_argument("--cache-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/2",
+                            help="the Redis the gunicorn processes share (claims, counts); keys get a per-run prefix")
 
     def handle(self, *args, **options) -> None:
         url = os.environ.get("DATABASE_URL", "")
@@ -44,7 +47,9 @@ class Command(BaseCommand):
         server = None
         try:
             credentials = self._prepare(members=options["members"], users=options["users"])
-            env = dict(os.environ, DATABASE_URL=db_url)
+            # As in production: the web processes share a cache, here under a prefix of this run's own.
+            env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=options["cache_url"],
+                       CACHE_KEY_PREFIX=f"load-{os.getpid()}-{time.time_ns()}")
             env.pop("CELERY_BROKER_URL", None)  # nothing here enqueues work for a worker
             server = ServerProcess(env=env, port=free_port(), log_path=Path(settings.DATA_DIR) / "load-gunicorn.log",
                                    workers=options["server_workers"], threads=options["server_threads"])
