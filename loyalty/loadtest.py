@@ -123,6 +123,7 @@ class _Manager:
             if detail is not None and CLAIMED_NOTE in detail.text:
                 with self.result.lock:
                     self.result.stepped_back += 1
+                self.pause()  # reads the note, goes back to the queue
                 continue
             self.pause()
             body: dict[str, Any] = {"action": "approve"}

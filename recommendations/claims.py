@@ -80,8 +80,13 @@ def claims_by_others(*, recommendation_ids: list[int], user: User) -> dict[int, 
 
 
 def claim_release(*, recommendation_id: int, user: User) -> None:
-    """Drop `user`'s claim (a decided item is nobody's to review); someone else's stays."""
+    """Drop `user`'s claim when they move on without deciding; someone else's stays."""
     key = _key(recommendation_id)
     current = cache.get(key)
     if current is not None and int(current["user_id"]) == user.pk:
         cache.delete(key)
+
+
+def claims_forget(*, recommendation_id: int) -> None:
+    """A decided item is nobody's to review: drop whoever's claim it had (one round trip)."""
+    cache.delete(_key(recommendation_id))

@@ -22,7 +22,7 @@ from governance.audit import audit_log, audit_log_many
 from governance.models import AuditEvent
 from loyalty.models import Offer
 from loyalty.roles import has_capability
-from recommendations.claims import ReviewClaim, claim_release, claim_take
+from recommendations.claims import ReviewClaim, claim_take, claims_forget
 from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
 from recommendations.queue import (
     bulk_refusal,
@@ -159,8 +159,8 @@ def _write(
         },
     )
     transaction.on_commit(lambda: queue_counts_shift(old_status, new_status))
-    # Decided (or escalated, or undone): the item is no longer this manager's to review.
-    transaction.on_commit(lambda: claim_release(recommendation_id=rec.pk, user=actor))
+    # Decided, escalated or undone: whoever had the item open was looking at what it was.
+    transaction.on_commit(lambda: claims_forget(recommendation_id=rec.pk))
     return decision
 
 

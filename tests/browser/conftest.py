@@ -37,11 +37,11 @@ def page(browser) -> Iterator:
     pg.set_default_timeout(15_000)
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    # Failed requests are reported by URL; the browser's own favicon probe is not ours.
+    # Failed requests are reported by URL (every page names its icon, so none probes /favicon.ico).
     pg.on("console", lambda msg: errors.append(msg.text)
           if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
     pg.on("response", lambda resp: errors.append(f"{resp.status} {resp.url}")
-          if resp.status >= 400 and not resp.url.endswith("/favicon.ico") else None)
+          if resp.status >= 400 else None)
     pg.js_errors = errors
     try:
         yield pg
