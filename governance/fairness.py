@@ -22,6 +22,12 @@ Definitions (shown on the models page and stored in every report's ``definition`
   difference = the larger of the TPR range and the FPR range, over groups of at least
   ``MIN_GROUP`` members (smaller groups are shown but too noisy to alert on).
 * Offer rate (scoring runs only): share of a group's recommendations that carry an offer.
+* Calibration within groups: a group's calibration gap = its mean predicted churn risk (1 -
+  engagement probability) minus its observed churn rate, with the same bootstrap; positive =
+  the model overstates the group's churn. The column's calibration difference = max - min
+  gap over groups of at least ``MIN_GROUP``. Parity and equalized odds look at who is
+  flagged; this asks whether the probability itself means the same in every group (a label
+  bias planted in one group shows here first). Reported, not alerted on.
 
 An admin-set level (recommendations.monitoring.monitor_thresholds) above which a column's
 difference opens a FairnessAlert (governance.services.fairness_alert_open) for that column's
@@ -51,7 +57,6 @@ N_BOOT = 200
 CI_QUANTILES = (0.05, 0.95)
 MIN_GROUP = 30
 GROUP_COLUMNS = ("age_band", "gender", "region", "tier")
-METRICS = ("selection_rate", "tpr", "fpr")
 
 
 # -------------------------------------------------------------------------------- pure
@@ -69,6 +74,11 @@ def true_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     neg = np.asarray(y_true) == 0
     return float(np.mean(np.asarray(y_pred)[neg])) if neg.any() else float("nan")
+
+
+def calibration_gap(y_true: np.ndarray, y_pred: np.ndarray, *, churn_risk: np.ndarray) -> float:
+    """Mean predicted churn risk minus the observed churn rate (y_true = churned)."""
+    return float(np.mean(churn_risk) - np.mean(y_true)) if len(y_true) else float("nan")
 
 
 def _count(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -91,6 +101,7 @@ def group_metrics(
     y_pred: np.ndarray,
     groups: dict[str, Sequence[str]],
     offered: np.ndarray | None = None,
+    churn_risk: np.ndarray | None = None,
     n_boot: int = N_BOOT,
     min_group: int = MIN_GROUP,
     seed: int = 0,
@@ -99,11 +110,18 @@ def group_metrics(
 
     Returns (rows, differences): rows {"column", "value", "n", "<metric>", "<metric>_low",
     "<metric>_high", ["offer_rate"]}; differences {column: {"demographic_parity_difference",
-    "equalized_odds_difference", "groups_compared"}} over groups of at least ``min_group``.
+    "equalized_odds_difference", ["calibration_difference"], "groups_compared"}} over groups of
+    at least ``min_group``. With ``churn_risk`` (the predicted probability behind ``y_pred``)
+    the metrics include ``calibration_gap``.
     """
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     metrics = {"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate}
+    sample_params = {}
+    if churn_risk is not None:
+        metrics["calibration_gap"] = calibration_gap
+        # A per-member array: MetricFrame splits it by group and resamples it with the bootstrap.
+        sample_params["calibration_gap"] = {"churn_risk": np.asarray(churn_risk, dtype=float)}
     rows: list[dict[str, Any]] = []
     differences: dict[str, dict[str, Any]] = {}
     for column, values in groups.items():
@@ -113,6 +131,7 @@ def group_metrics(
             y_true=y_true,
             y_pred=y_pred,
             sensitive_features=pd.Series(values, name=column),
+            sample_params=sample_params or None,
             n_boot=n_boot if n_boot else None,
             ci_quantiles=list(CI_QUANTILES) if n_boot else None,
             random_state=seed if n_boot else None,
@@ -122,7 +141,7 @@ def group_metrics(
         column_rows = []
         for value in by_group.index:
             row: dict[str, Any] = {"column": column, "value": str(value), "n": int(by_group.loc[value, "n"])}
-            for name in METRICS:
+            for name in (name for name in metrics if name in by_group.columns):
                 row[name] = _clean(by_group.loc[value, name])
                 row[f"{name}_low"] = _clean(low.loc[value, name])
                 row[f"{name}_high"] = _clean(high.loc[value, name])
@@ -136,6 +155,8 @@ def group_metrics(
         differences[column] = {
             "demographic_parity_difference": _range([r["selection_rate"] for r in big]),
             "equalized_odds_difference": max(odds) if odds else None,
+            **({"calibration_difference": _range([r["calibration_gap"] for r in big])}
+               if churn_risk is not None else {}),
             "groups_compared": len(big),
         }
     return rows, differences
@@ -331,7 +352,7 @@ def fairness_report_build(
     flagged = (np.asarray(data["probability"]) < RISK_THRESHOLD).astype(int)
     rows, differences = group_metrics(
         y_true=churned, y_pred=flagged, groups=data["groups"], offered=data["offered"],
-        n_boot=n_boot, min_group=min_group, seed=mv.pk,
+        churn_risk=1 - np.asarray(data["probability"], dtype=float), n_boot=n_boot, min_group=min_group, seed=mv.pk,
     )
     thresholds = monitor_thresholds()
     dpds = [d["demographic_parity_difference"] for d in differences.values() if d["demographic_parity_difference"] is not None]
@@ -349,6 +370,7 @@ def fairness_report_build(
         "ci_quantiles": list(CI_QUANTILES),
         "min_group": min_group,
         "risk_threshold": RISK_THRESHOLD,
+        "calibration_gap": "mean predicted churn risk minus observed churn rate (positive: churn overstated)",
     }
     with transaction.atomic():
         report = FairnessReport.objects.create(
@@ -391,8 +413,8 @@ def _variant_metrics(bundle: Any, metrics: dict[str, Any], pop: dict[str, Any], 
     probability = _engagement_probability(bundle, pop["X"][hold])
     groups = {column: _member_groups(pop["members"][hold], year)[column]}
     rows, differences = group_metrics(
-        y_true=1 - pop["y"][hold], y_pred=(probability < RISK_THRESHOLD).astype(int), groups=groups, n_boot=0,
-        min_group=1,
+        y_true=1 - pop["y"][hold], y_pred=(probability < RISK_THRESHOLD).astype(int), groups=groups,
+        churn_risk=1 - probability, n_boot=0, min_group=1,
     )
     return {
         "auc": metrics.get("auc"),

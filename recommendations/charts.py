@@ -269,12 +269,18 @@ def psi_figure(*, features: Sequence[str], psi: Sequence[float], level: float, t
     return _layout(fig, height=80 + 20 * max(1, len(pairs)), title=title)
 
 
+GROUP_METRIC_NAMES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
+                      ("calibration_gap", "calibration gap"))
+
+
 def fairness_groups_figure(*, rows: Sequence[dict], column: str) -> go.Figure:
-    """Selection rate, TPR and FPR per group of one column with their bootstrap intervals."""
+    """Selection rate, TPR, FPR and (in reports that have it) the calibration gap per group of
+    one column, with their bootstrap intervals."""
     mine = [r for r in rows if r["column"] == column]
     labels = [f"{r['value']} (n={r['n']})" for r in mine]
     fig = go.Figure()
-    for i, (key, name) in enumerate((("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"))):
+    shown = [(key, name) for key, name in GROUP_METRIC_NAMES if any(key in r for r in mine)]
+    for i, (key, name) in enumerate(shown):
         y = [r.get(key) for r in mine]
         fig.add_trace(go.Bar(
             x=labels, y=y, name=name, marker={"color": PALETTE[i]},
@@ -287,7 +293,9 @@ def fairness_groups_figure(*, rows: Sequence[dict], column: str) -> go.Figure:
             },
         ))
     fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    # A calibration gap can be negative (churn understated for the group).
+    lowest = min([0.0, *(r["calibration_gap_low"] for r in mine if r.get("calibration_gap_low") is not None)])
+    fig.update_yaxes(range=[lowest - 0.05 if lowest < 0 else 0, 1.05], tickformat=".0%")
     return _legend(_layout(fig, height=300, title=f"By {column.replace('_', ' ')} (90% bootstrap intervals)"))
 
 
@@ -297,7 +305,10 @@ def fairness_differences_figure(*, differences: dict, parity_max: float, odds_ma
     for i, (key, name) in enumerate((
         ("demographic_parity_difference", "demographic parity difference"),
         ("equalized_odds_difference", "equalized odds difference"),
+        ("calibration_difference", "calibration difference"),
     )):
+        if not any(key in differences[c] for c in columns):
+            continue  # reports from before calibration was measured
         fig.add_trace(go.Bar(
             x=columns, y=[differences[c].get(key) for c in columns], name=name, marker={"color": PALETTE[i]},
         ))

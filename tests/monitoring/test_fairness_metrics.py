@@ -125,3 +125,36 @@ def test_psi_is_zero_for_identical_and_large_for_shifted_distributions() -> None
     ref = psi_reference(counts)
     assert population_stability_index(ref, counts) == pytest.approx(0.0, abs=1e-12)
     assert population_stability_index(ref, counts + 3) > 1.0
+
+
+def test_calibration_gap_by_hand_and_its_difference() -> None:
+    # group a: churned [1, 1, 0, 0] (rate 1/2), predicted churn risk mean 0.7 -> gap +0.2
+    # group b: churned [1, 0, 0, 0, 0, 0] (rate 1/6), predicted mean 0.1 -> gap -1/15
+    y_true, y_pred, groups = _tiny()
+    risk = np.array([0.9, 0.8, 0.6, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    rows, diffs = group_metrics(y_true=y_true, y_pred=y_pred, groups={"tier": groups}, churn_risk=risk,
+                                n_boot=0, min_group=1)
+    by = {r["value"]: r for r in rows}
+    assert by["a"]["calibration_gap"] == pytest.approx(0.2)
+    assert by["b"]["calibration_gap"] == pytest.approx(0.1 - 1 / 6)
+    assert diffs["tier"]["calibration_difference"] == pytest.approx(0.2 - (0.1 - 1 / 6))
+    # Without the probabilities the report has no calibration figures at all.
+    rows, diffs = group_metrics(y_true=y_true, y_pred=y_pred, groups={"tier": groups}, n_boot=0, min_group=1)
+    assert "calibration_gap" not in rows[0] and "calibration_difference" not in diffs["tier"]
+
+
+def test_a_label_bias_in_one_group_shows_as_its_calibration_gap() -> None:
+    """The same true risk everywhere, but the north's churn is recorded 15 points more often:
+    a model that learned the other regions overstates nothing there and understates the north."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    groups = rng.choice(["north", "south", "east"], size=n)
+    risk = rng.uniform(0.1, 0.6, size=n)
+    churned = (rng.random(n) < risk + np.where(groups == "north", 0.15, 0.0)).astype(int)
+    rows, diffs = group_metrics(y_true=churned, y_pred=(risk > 0.5).astype(int), groups={"region": groups},
+                                churn_risk=risk, n_boot=100, seed=2)
+    by = {r["value"]: r for r in rows}
+    assert by["north"]["calibration_gap_high"] < -0.08  # understated, and the interval says so
+    for fair in ("south", "east"):
+        assert by[fair]["calibration_gap_low"] < 0 < by[fair]["calibration_gap_high"]
+    assert diffs["region"]["calibration_difference"] == pytest.approx(0.15, abs=0.04)
