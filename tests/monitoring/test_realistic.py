@@ -114,6 +114,12 @@ def test_monitoring_on_a_real_model_and_run(scored, role_users, django_capture_o
     assert tier["selection_rate"] == pytest.approx(recs.filter(probability__lt=0.5).count() / recs.count())
     assert tier["offer_rate"] == pytest.approx(recs.filter(offer__isnull=False).count() / recs.count())
     assert tier["selection_rate_low"] <= tier["selection_rate"] <= tier["selection_rate_high"]
+    # Its calibration gap: the stored probabilities against the members' realized churn.
+    churned = 1 - engaged.loc[list(recs.values_list("member__member_id", flat=True))].to_numpy()
+    risk = 1 - np.array(list(recs.values_list("probability", flat=True)))
+    assert tier["calibration_gap"] == pytest.approx(risk.mean() - churned.mean())
+    assert tier["calibration_gap_low"] <= tier["calibration_gap"] <= tier["calibration_gap_high"]
+    assert report.differences["tier"]["calibration_difference"] >= 0
 
     # Every column with two comparable groups differs by more than 0: an alert each, age band
     # included (the member's age band at the run's as_of).
@@ -163,6 +169,7 @@ def test_monitoring_on_a_real_model_and_run(scored, role_users, django_capture_o
     for key in ("chart-fairness-diff", "chart-fairness-tier", "chart-fairness-age_band", "chart-psi", "chart-coverage"):
         assert f'id="{key}"' in html, key
     assert 'id="fairness-banner"' in html
+    assert "calibration gap" in html and "calibration difference" in html
 
 
 def test_reweighing_tradeoff_for_a_challenger(trained, role_users) -> None:
