@@ -374,11 +374,11 @@ def fairness_differences(y: np.ndarray, pred: np.ndarray, groups: pd.DataFrame) 
 
     out: dict[str, dict[str, float | None]] = {}
     for column in groups.columns:
-        sensitive = groups[column].fillna("").astype(str).to_numpy()
-        values, counts = np.unique(sensitive, return_counts=True)
-        keep = np.isin(sensitive, values[counts >= FAIRNESS_MIN_GROUP])
-        if len(values[counts >= FAIRNESS_MIN_GROUP]) < 2:
+        found = _big_groups(groups, column)
+        if found is None:
             continue
+        sensitive, big = found
+        keep = np.isin(sensitive, big)
         ys, ps, ss = y[keep], pred[keep], sensitive[keep]
         with np.errstate(all="ignore"):
             dp = demographic_parity_difference(ys, ps, sensitive_features=ss)
@@ -389,6 +389,59 @@ def fairness_differences(y: np.ndarray, pred: np.ndarray, groups: pd.DataFrame) 
             "dp_excess": _finite(abs(dp - dp_labels)),
             "eo_difference": _finite(eo),
         }
+    return out
+
+
+# Resamples of the paired bootstrap that tells a fairness change from the evaluation set's noise.
+FAIRNESS_BOOTSTRAP = 200
+
+
+def _big_groups(groups: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(each row's group as text, the groups of at least FAIRNESS_MIN_GROUP rows), or None when
+    fewer than two such groups exist: the column is then not compared at all."""
+    sensitive = groups[column].fillna("").astype(str).to_numpy()
+    values, counts = np.unique(sensitive, return_counts=True)
+    big = values[counts >= FAIRNESS_MIN_GROUP]
+    return (sensitive, big) if len(big) >= 2 else None
+
+
+def fairness_difference_se(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: pd.DataFrame, *,
+    n_boot: int = FAIRNESS_BOOTSTRAP, seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Standard error of (a - b) for ``dp_excess`` and ``eo_difference`` per column, by a paired
+    Poisson bootstrap: both models' decisions on the same resampled rows, so what the two share
+    (which members happen to be in the set) cancels. Same definitions and groups as
+    fairness_differences, in weighted numpy form (fairlearn per resample would take minutes)."""
+    y = np.asarray(y, dtype=float)
+    weights = np.random.default_rng(seed).poisson(1.0, size=(n_boot, len(y))).astype(float)
+
+    def spread(rates: np.ndarray) -> np.ndarray:  # (groups, n_boot) -> max - min per resample
+        return np.nanmax(rates, axis=0) - np.nanmin(rates, axis=0)
+
+    def differences(pred: np.ndarray, sensitive: np.ndarray, big: np.ndarray) -> dict[str, np.ndarray]:
+        pred = np.asarray(pred, dtype=float)
+        selected, base, tpr, fpr = [], [], [], []
+        for value in big:
+            w, yg, pg = weights[:, sensitive == value], y[sensitive == value], pred[sensitive == value]
+            n, pos, neg = w.sum(1), (w * yg).sum(1), (w * (1 - yg)).sum(1)
+            selected.append((w * pg).sum(1) / n)
+            base.append(pos / n)
+            tpr.append((w * yg * pg).sum(1) / pos)
+            fpr.append((w * (1 - yg) * pg).sum(1) / neg)
+        return {
+            "dp_excess": np.abs(spread(np.array(selected)) - spread(np.array(base))),
+            "eo_difference": np.fmax(spread(np.array(tpr)), spread(np.array(fpr))),
+        }
+
+    out: dict[str, dict[str, float]] = {}
+    with np.errstate(all="ignore"):
+        for column in groups.columns:
+            found = _big_groups(groups, column)
+            if found is None:
+                continue
+            a, b = differences(pred_a, *found), differences(pred_b, *found)
+            out[column] = {metric: float(np.nanstd(a[metric] - b[metric], ddof=1)) for metric in a}
     return out
 
 
@@ -416,6 +469,7 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
             "auc": float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
             "brier": float(brier_score_loss(y, p)),
             "fairness": fairness_differences(y, (p >= 0.5).astype(int), groups[eng].reset_index(drop=True)),
+            "_decisions": (p >= 0.5).astype(int),  # for the paired bootstrap in models_compare
         })
         # The interval is a range for the member's true probability: checkable against
         # realized outcomes (draws of it), not against a manager's yes/no judgement.
@@ -495,6 +549,12 @@ def models_compare(
         if a is not None and b is not None and len(a) > 1:
             diff = a.astype(float) - b.astype(float)
             result["policy_agreement_difference_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        # The same for the fairness differences: a paired bootstrap of challenger - champion.
+        eng = evaluation["engaged"].notna().to_numpy()
+        result["fairness_difference_se"] = fairness_difference_se(
+            evaluation.loc[eng, "engaged"].to_numpy(int), result["challenger"].pop("_decisions"),
+            result["champion"].pop("_decisions"), groups[eng].reset_index(drop=True), seed=challenger.pk,
+        )
         return result
     result = {"basis": f"the models' own holdouts (only {n_eng} labeled evaluation examples)"}
     for name, version in (("champion", champion), ("challenger", challenger)):
@@ -533,14 +593,19 @@ def gate_check(comparison: dict[str, Any], settings_row: LearningSettings) -> tu
             reasons.append(
                 f"policy_value: challenger {ch['policy_value']:.4f} vs champion {cp['policy_value']:.4f}"
             )
+    # Fairness too: worse beyond the tolerance AND beyond the paired noise of the evaluation
+    # set. A region's equalized odds difference on a few hundred rows moves by several points
+    # from the sample alone; a gate on that noise refused most challengers at random.
+    noise = comparison.get("fairness_difference_se") or {}
     for column, metrics in (ch.get("fairness") or {}).items():
         base = (cp.get("fairness") or {}).get(column, {})
         for metric in ("dp_excess", "eo_difference"):
             a, b = metrics.get(metric), base.get(metric)
-            if a is not None and b is not None and a - b > settings_row.fairness_tolerance:
+            se = float((noise.get(column) or {}).get(metric) or 0.0)
+            if a is not None and b is not None and a - b > max(settings_row.fairness_tolerance, 1.96 * se):
                 reasons.append(
                     f"{metric} by {column}: challenger {a:.4f} vs champion {b:.4f} "
-                    f"(tolerance {settings_row.fairness_tolerance})"
+                    f"(tolerance {settings_row.fairness_tolerance}, paired noise 1.96 SE {1.96 * se:.4f})"
                 )
     return not reasons, reasons
 

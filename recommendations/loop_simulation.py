@@ -54,7 +54,7 @@ BIAS_GROUP = ("region", "north")
 CLEAR_REGRET = 5.0
 # Figures of the previous cycle's champion reported on the current cycle's members.
 PREVIOUS_KEYS = ("n_evaluated", "auc", "biased_group_auc", "other_groups_auc", "dp_difference", "eo_difference",
-                 "mean_probability_biased", "true_rate_biased")
+                 "calibration_difference", "biased_group_calibration_gap", "mean_probability_biased", "true_rate_biased")
 
 
 class LoopSimulationError(Exception):
@@ -86,13 +86,24 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
 
 
-def _fairness(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> tuple[float | None, float | None]:
-    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+def _fairness(engaged: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
+    """The fairness report's definitions (governance.fairness.group_metrics) by region, without
+    bootstrap: parity and equalized odds of the churn flag, and the calibration difference."""
+    from governance.fairness import RISK_THRESHOLD, group_metrics
 
+    churned = 1 - np.asarray(engaged, dtype=int)
     with np.errstate(all="ignore"):
-        dp = float(demographic_parity_difference(y, pred, sensitive_features=groups))
-        eo = float(equalized_odds_difference(y, pred, sensitive_features=groups))
-    return (dp if np.isfinite(dp) else None), (eo if np.isfinite(eo) else None)
+        rows, differences = group_metrics(
+            y_true=churned, y_pred=(p < RISK_THRESHOLD).astype(int), groups={"region": groups},
+            churn_risk=1 - p, n_boot=0,
+        )
+    gaps = {r["value"]: r["calibration_gap"] for r in rows}
+    return {
+        "dp_difference": differences["region"]["demographic_parity_difference"],
+        "eo_difference": differences["region"]["equalized_odds_difference"],
+        "calibration_difference": differences["region"]["calibration_difference"],
+        "biased_group_calibration_gap": gaps.get(BIAS_GROUP[1]),
+    }
 
 
 def _import_events(frame: pd.DataFrame, directory: Path, name: str) -> dict[str, Any]:
@@ -300,7 +311,6 @@ def _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_re
     y = truth.loc[fresh["member_id"], "engaged"].to_numpy(int)
     biased = truth.loc[fresh["member_id"], "biased"].to_numpy(bool)
     p = fresh["probability"].to_numpy(float)
-    dp, eo = _fairness(y, (p >= 0.5).astype(int), fresh["region"].to_numpy(str))
     index = {c: j for j, c in enumerate(codes[:-1])}
     chosen = np.array([index.get(c, -1) for c in fresh["offer_code"]])
     policy = policy_report(chosen, true_resp.loc[fresh["member_id"]].to_numpy(float), offers)
@@ -309,8 +319,7 @@ def _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_re
         "auc": _auc(y, p),
         "biased_group_auc": _auc(y[biased], p[biased]),
         "other_groups_auc": _auc(y[~biased], p[~biased]),
-        "dp_difference": dp,
-        "eo_difference": eo,
+        **_fairness(y, p, fresh["region"].to_numpy(str)),
         "policy_value": policy["model"] / max(len(fresh), 1),
         "policy_capture": policy["capture"],
         "mean_probability_biased": float(p[biased].mean()) if biased.any() else None,

@@ -13,6 +13,7 @@ from loyalty.models import Member, Offer
 from loyalty.simulator import program_write_db, simulate_program
 from recommendations.decisions import DecisionConflict, decision_record, decision_undo
 from recommendations.learning import (
+    fairness_difference_se,
     gate_check,
     holdout_member_pks,
     labeled_examples_load,
@@ -168,6 +169,36 @@ def test_gate_rejects_a_worse_challenger_and_passes_within_tolerance(db):
     assert not passed
     assert [r.split(":")[0] for r in reasons] == [
         "auc", "brier", "coverage", "policy_agreement", "eo_difference by region"]
+    # The same fairness step is not "worse" when the evaluation set's paired noise is larger.
+    noisy = {"champion": champion, "challenger": {**close, "fairness": worse["fairness"]},
+             "fairness_difference_se": {"region": {"dp_excess": 0.01, "eo_difference": 0.08}}}
+    assert gate_check(noisy, cfg) == (True, [])
+    noisy["fairness_difference_se"]["region"]["eo_difference"] = 0.05
+    passed, reasons = gate_check(noisy, cfg)
+    assert not passed and "paired noise 1.96 SE 0.0980" in reasons[0]
+
+
+def _decisions_and_groups(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    groups = pd.DataFrame({"region": rng.choice(["north", "south", "east"], size=n)})
+    y = (rng.random(n) < 0.4).astype(int)
+    a = np.where(rng.random(n) < 0.8, y, 1 - y)
+    b = np.where(rng.random(n) < 0.1, 1 - a, a)  # the challenger changes one decision in ten
+    return y, a, b, groups
+
+
+def test_fairness_noise_is_paired_and_shrinks_with_the_evaluation_set():
+    y, a, b, groups = _decisions_and_groups(600, seed=1)
+    assert fairness_difference_se(y, a, a, groups) == {"region": {"dp_excess": 0.0, "eo_difference": 0.0}}
+    small = fairness_difference_se(y, a, b, groups)["region"]["eo_difference"]
+    y, a, b, groups = _decisions_and_groups(6000, seed=1)
+    large = fairness_difference_se(y, a, b, groups)["region"]["eo_difference"]
+    assert 0.01 < small < 0.1
+    assert 0.2 < large / small < 0.5  # about 1 / sqrt(10)
+    # Groups below FAIRNESS_MIN_GROUP rows are not compared, as in fairness_differences.
+    tiny = pd.DataFrame({"region": ["a"] * 590 + ["b"] * 10})
+    y, a, b, _ = _decisions_and_groups(600, seed=2)
+    assert fairness_difference_se(y, a, b, tiny) == {}
 
 
 def test_retrain_promote_rollback_and_settings_api(artifacts, eager_celery, role_users, client):

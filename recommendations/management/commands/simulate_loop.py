@@ -11,7 +11,7 @@ from recommendations.loop_simulation import LoopSimulationError, loop_simulate
 
 CYCLE_KEYS = (
     "cycle", "override_rate", "auc", "biased_group_auc", "other_groups_auc",
-    "dp_difference", "eo_difference", "policy_value",
+    "dp_difference", "eo_difference", "calibration_difference", "biased_group_calibration_gap", "policy_value",
 )
 
 
