@@ -23,12 +23,16 @@ def test_simulate_loop_feedback_repairs_the_planted_bias(artifacts, eager_celery
     first, second = report["cycles"]
     for cycle in (first, second):
         assert {"cycle", "override_rate", "auc", "biased_group_auc", "other_groups_auc",
-                "dp_difference", "eo_difference", "policy_value"} <= set(cycle)
+                "dp_difference", "eo_difference", "calibration_difference", "biased_group_calibration_gap",
+                "policy_value"} <= set(cycle)
 
     # The planted bias is visible at first: the biased group is under-predicted, but ranked
     # within 0.02 AUC of the others (lost scans thin its history evenly).
     under = lambda c: c["true_rate_biased"] - c["mean_probability_biased"]  # noqa: E731
     assert under(first) > 0.03
+    # ... which the fairness report's calibration gap sees against the realized outcomes:
+    # the north's churn risk is overstated.
+    assert first["biased_group_calibration_gap"] > 0.02 and first["calibration_difference"] > 0
     assert first["biased_group_auc"] > first["other_groups_auc"] - 0.02
     # Managers override only clearly worse offers: the rate is the share of their decisions.
     overrides = Decision.objects.filter(action="override", reason_code="model_wrong").count()
