@@ -10,6 +10,7 @@ from functools import partial
 
 import psutil
 import pytest
+from django.db import connection
 
 from loyalty.models import Member
 from recommendations.models import Recommendation, ScoringChunk, ScoringRun
@@ -86,6 +87,16 @@ def test_real_worker_scores_every_consenting_member_once(program, celery_worker_
 
     _assert_complete(run)
     assert run.chunks_total == MEMBERS // CHUNK
+    # The finishing chunk refreshed the planner's statistics for the desk's filters (right
+    # after its commit, so shortly after the run shows as finished).
+    deadline, analyzed = time.monotonic() + 30, None
+    while time.monotonic() < deadline and (analyzed is None or analyzed < run.finished_at):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = %s",
+                           [Recommendation._meta.db_table])
+            (analyzed,) = cursor.fetchone()
+        time.sleep(0.2)
+    assert analyzed is not None and analyzed >= run.finished_at
     workers = set(ScoringChunk.objects.filter(run=run).values_list("worker", flat=True))
     assert all(":" in worker for worker in workers) and str(os.getpid()) not in {w.split(":")[1] for w in workers}
     print(f"\nreal worker: {run.members_total} members ({run.members_scored} scored) in {elapsed:.1f}s "
