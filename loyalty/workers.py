@@ -91,9 +91,12 @@ class WorkerProcess:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """Warm shutdown: SIGTERM to the main process only, which lets the pool finish the
+        tasks in hand (a run's last chunk is still refreshing statistics for a second after
+        the run shows as finished); a worker that does not exit in 30 s is killed."""
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=30)
             except Exception:  # noqa: BLE001 - a stuck worker is killed rather than left running
                 self.kill()
