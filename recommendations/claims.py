@@ -53,12 +53,15 @@ def claim_take(*, recommendation_id: int, user: User) -> ReviewClaim | None:
     mine = ReviewClaim(user_id=user.pk, name=claimant_name(user), since=timezone.now().timestamp())
     key, seconds = _key(recommendation_id), settings.REVIEW_CLAIM_SECONDS
     # add() is atomic (SET NX on Redis): of two managers opening the item together, one wins.
-    if cache.add(key, mine.as_value(), seconds):
-        return None
-    current = cache.get(key)
-    if current is None:  # expired between the two calls
-        cache.add(key, mine.as_value(), seconds)
-        return None
+    # Twice, for a claim that expires between the add and the get.
+    for _ in range(2):
+        if cache.add(key, mine.as_value(), seconds):
+            return None
+        current = cache.get(key)
+        if current is not None:
+            break
+    else:
+        return None  # it kept expiring under us: nobody holds it long enough to matter
     holder = ReviewClaim.from_value(current)
     if holder.user_id != user.pk:
         return holder
