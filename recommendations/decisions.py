@@ -26,7 +26,7 @@ from recommendations.claims import ReviewClaim, claim_take, claims_forget
 from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
 from recommendations.queue import (
     bulk_refusal,
-    can_decide_status,
+    can_claim_status,
     queue_counts_forget,
     queue_counts_shift,
 )
@@ -313,7 +313,7 @@ def review_claim(*, recommendation_id: int, actor: User) -> ReviewClaim | None:
         raise DecisionNotFound(f"Recommendation {recommendation_id} does not exist.")
     if status not in OPEN_STATUSES:
         raise _conflict(recommendation_id, status)
-    if not can_decide_status(actor, status):
+    if not can_claim_status(actor, status):
         raise DecisionForbidden("Your role may not decide this item, so it cannot be claimed.")
     return claim_take(recommendation_id=recommendation_id, user=actor)
 

@@ -132,7 +132,8 @@ class QueueRow:
     bulk_eligible: bool
     reasons: list[str]
     last_decision: Decision | None = None
-    # Another manager has this item open (recommendations.claims): their name, else None.
+    # This user may claim the item; another manager has it open: their name, else None.
+    claimable: bool = False
     claimed_by: str | None = None
 
 
@@ -167,6 +168,12 @@ def can_decide_status(user: User, status: str, allowed: tuple[str, ...] | set[st
     override of what the system auto-approved (automation is reversible)."""
     allowed = decidable_statuses(user) if allowed is None else allowed
     return status in allowed or (bool(allowed) and status == RecommendationStatus.AUTO_APPROVED)
+
+
+def can_claim_status(user: User, status: str, allowed: tuple[str, ...] | set[str] | None = None) -> bool:
+    """Whether the user may claim an item in this status (recommendations.claims): an open item
+    they may decide. An auto-approved item can be overridden but is in no one's queue."""
+    return status in OPEN_STATUSES and can_decide_status(user, status, allowed)
 
 
 def queue_statuses(*, user: User, filters: QueueFilters) -> tuple[str, ...]:
@@ -372,6 +379,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
             can_decide=can_decide_status(user, rec.status, allowed),
             bulk_eligible=rec.status in allowed and not bulk_refusal(rec),
             reasons=reason_texts(rec.route_reasons),
+            claimable=can_claim_status(user, rec.status, allowed),
             claimed_by=claims[rec.pk].name if rec.pk in claims else None,
         )
         for rec in recs

@@ -28,7 +28,7 @@ from recommendations.decisions import (
     review_claim,
 )
 from recommendations.features import TEXT_FEATURES
-from recommendations.models import OPEN_STATUSES, Decision, Recommendation
+from recommendations.models import Decision, Recommendation
 from recommendations.queue import (
     InvalidCursor,
     QueueFilters,
@@ -51,7 +51,6 @@ from recommendations.queue import (
 from recommendations.selectors import as_of_instant
 
 PAGE_SIZE = 50
-OPEN_STATUS_VALUES = frozenset(str(s) for s in OPEN_STATUSES)
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -106,7 +105,6 @@ def _rows_html(request: HttpRequest, rows: list, **context) -> str:
     return mark_safe(render_to_string("partials/queue_rows.html", {
         "rows": rows,
         "csrf": csrf_input(request),  # one masked token for every form on the page, not one each
-        "open_statuses": OPEN_STATUS_VALUES,
         **_decision_context(request),
         **context,
     }, request=request))  # noqa: S308 - Jinja2 autoescapes every value in it
