@@ -714,7 +714,7 @@ def _queue_statistics_refresh() -> None:
     run, ?risk=high took 224 ms and ?tier=platinum&region=north 164 ms; after ANALYZE (~1 s,
     sampled, so about the same at 1M rows) 19 and 34 ms."""
     if connection.vendor != "postgresql":
-        return  # SQLite plans without statistics of this kind
+        return  # the embedded demo's queue is small enough to plan without fresh statistics
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Recommendation._meta.db_table}")
 
