@@ -202,10 +202,11 @@ def load_verify(result: LoadResult, *, usernames: list[str]) -> list[str]:
 
 
 class ServerProcess:
-    """gunicorn serving loyalty.wsgi on 127.0.0.1:`port` (threads: requests wait on the
-    database, not the CPU), in its own process group, logging to `log_path`."""
+    """gunicorn serving loyalty.wsgi on 127.0.0.1:`port`, in its own process group, logging to
+    `log_path`. Processes for the CPU (page rendering holds the GIL: 2 processes x 8 threads
+    queued requests behind each other), a few threads each for the waits on the database."""
 
-    def __init__(self, *, env: dict[str, str], port: int, log_path, workers: int = 2, threads: int = 8) -> None:
+    def __init__(self, *, env: dict[str, str], port: int, log_path, workers: int = 4, threads: int = 4) -> None:
         import subprocess
         import sys
         from pathlib import Path

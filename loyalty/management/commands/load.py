@@ -30,8 +30,8 @@ class Command(BaseCommand):
         parser.add_argument("--p95-ms", type=float, default=200)
         parser.add_argument("--think", type=float, nargs=2, default=[0.5, 1.5], metavar=("MIN", "MAX"),
                             help="seconds a manager pauses between clicks")
-        parser.add_argument("--server-workers", type=int, default=2)
-        parser.add_argument("--server-threads", type=int, default=8)
+        parser.add_argument("--server-workers", type=int, default=4)
+        parser.add_argument("--server-threads", type=int, default=4)
         parser.add_argument("--keep-db", action="store_true")
         parser.add_argument("--cache-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/2",
                             help="the Redis the gunicorn processes share (claims, counts); keys get a per-run prefix")
