@@ -159,3 +159,24 @@ def test_database_connection_dropped_mid_decision_answers_503_and_writes_nothing
     assert AuditEvent.objects.filter(object_type="recommendation", object_id=str(rec.pk),
                                      action="decision.approve").count() == 1
     assert Recommendation.objects.get(pk=rec.pk).status == "approved"
+
+
+def test_statistics_refresh_after_a_run_survives_a_dropped_connection(transactional_db, caplog) -> None:
+    """The ANALYZE after a run's commit is an optimisation: a dropped connection there is
+    logged, not raised (raising would fail, and retry, a chunk whose run already succeeded)."""
+    require_services()
+    from recommendations.runs import _queue_statistics_refresh
+
+    params = connection.get_connection_params()
+    dsn = {k: params[k] for k in ("host", "port", "user", "dbname") if params.get(k)}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    with psycopg.connect(**dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    with caplog.at_level("WARNING", logger="recommendations.runs"):
+        _queue_statistics_refresh()
+    assert "statistics refresh after the run failed: OperationalError" in caplog.text
+    connection.close()  # as Django does at the end of a request or task
+    assert ScoringRun.objects.count() == 0  # a new connection works
