@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 from django.db import connection
 
-from loyalty.models import Event, Member, Offer
+from loyalty.models import Event, EventKind, Member, Offer
 from recommendations.models import ModelVersion
 from recommendations.scoring import OfferTerms
 
@@ -48,8 +49,9 @@ def member_frames_load(
     without one), stored when the event was written (``Event.sentiment``): no comment is
     decrypted and the frames hold no comment text.
 
-    On Postgres each frame is one query returning CSV text, parsed by pandas' C reader: no
-    ORM instances or per-row Python tuples (a 10,000-member chunk has ~200,000 events).
+    On Postgres each frame is one query returning one value (members: CSV text for pandas' C
+    reader; events: fixed-width binary rows for numpy): no ORM instances or per-row Python
+    tuples (a 10,000-member chunk has ~700,000 events).
     Other backends (the embedded SQLite) read through the ORM.
     """
     if pks is not None:
@@ -120,7 +122,8 @@ def _csv_frame(
     which costs Postgres no quoting and no extra concatenation.
 
     Postgres joins the rows (string_agg), so Python sees one string instead of one message per
-    row: a chunk's ~700,000 events cost one round trip and one C parse, no per-row Python work.
+    row: one round trip and one C parse, no per-row Python work. (Events, ~70 a member, take the
+    binary path below, which skips the text entirely.)
     With ``order`` the rows come sorted by a subquery, not by ``string_agg(... ORDER BY)``,
     which on Postgres 15 sorts again even when the rows arrive in index order.
     """
@@ -153,18 +156,67 @@ _MEMBER_COLUMNS: list[tuple[str, str, Any]] = [
     ("joined_at", _csv_or_empty("m.joined_at - DATE '1970-01-01'"), "float64"),  # days since the epoch
     ("consent_profiling", "m.consent_profiling::int", "int8"),
 ]
-_EVENT_COLUMNS: list[tuple[str, str, Any]] = [
-    ("event_id", "e.id", "int64"), ("member_pk", "e.member_id", "int64"),
-    # Seconds since the epoch as float8 (exact to the microsecond at today's magnitudes):
-    # date_part stays in floating point, where extract() would compute in numeric.
-    ("occurred_s", "date_part('epoch', e.occurred_at)", "float64"),
-    ("kind", "e.kind", object),  # an EventKind value (the importer checks it)
-    ("amount", "e.amount", "float64"), ("points", "e.points", "int64"),
-    ("quantity", "e.quantity", "int64"), ("duration_seconds", "e.duration_seconds", "int64"),
-    ("score", _csv_or_empty("e.score"), "float64"), ("offer_code", _csv_quoted("e.offer_code"), object),
+# Events travel as binary: per row, each field's binary send form (fixed width, big-endian)
+# concatenated, and all rows joined by string_agg into one bytea that np.frombuffer reads as
+# a structured array. Nothing is formatted as text on the server or parsed here: on a
+# 5,000-member slice (347k events) the client's CPU fell from 0.18-0.25 s (CSV text and
+# pandas' C reader) to 0.02-0.05 s, with the same database time. The two text fields travel
+# as their position in a list sent as a parameter: the kind in EventKind, the offer code in
+# the catalog (0 for anything else, rare: those rows' text is read by id afterwards).
+_EVENT_KINDS = [kind.value for kind in EventKind]
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC: where timestamptz_send counts from
+# (name, numpy dtype, SQL); the two %s are the text[] parameters: the kinds, then the codes.
+_EVENT_BINARY_FIELDS = [
+    ("event_id", ">i8", "int8send(e.id)"),
+    ("member_pk", ">i8", "int8send(e.member_id)"),
+    ("occurred_us", ">i8", "timestamptz_send(e.occurred_at)"),  # microseconds since 2000
+    ("kind", ">i4", "int4send(coalesce(array_position(%s::text[], e.kind::text), 0))"),
+    ("amount", ">f8", "float8send(e.amount)"),
+    ("points", ">i4", "int4send(e.points)"),
+    ("quantity", ">i4", "int4send(e.quantity)"),
+    ("duration_seconds", ">i4", "int4send(e.duration_seconds)"),
+    ("score", ">f8", "float8send(coalesce(e.score::float8, 'NaN'))"),
+    ("offer_code", ">i4", "int4send(coalesce(array_position(%s::text[], e.offer_code::text), 0))"),
     # The comment's score, stored when the event was written: no comment is decrypted here.
-    ("sentiment", _csv_or_empty("e.sentiment"), "float64"),
+    ("sentiment", ">f8", "float8send(coalesce(e.sentiment, 'NaN'))"),
 ]
+_EVENT_BINARY_DTYPE = np.dtype([(name, dtype) for name, dtype, _ in _EVENT_BINARY_FIELDS])
+_EVENT_BINARY_ROW = " || ".join(sql for _, _, sql in _EVENT_BINARY_FIELDS)
+
+
+def _events_binary(*, source: str, params: list) -> pd.DataFrame:
+    """The events of ``source`` (FROM/WHERE over ``e`` with its %s ``params``) as a frame
+    with the columns of _frames_orm plus ``event_id`` and ``occurred_us``, in no set order."""
+    codes = ["", *Offer.objects.order_by("code").values_list("code", flat=True)]
+    with connection.cursor() as cursor:
+        # A binary result needs server-side binding; Django's own cursors bind on the client.
+        raw = psycopg.Cursor(cursor.connection)
+        raw.execute(f"SELECT string_agg({_EVENT_BINARY_ROW}, ''::bytea) FROM {source}",
+                    [_EVENT_KINDS, codes, *params], binary=True)
+        body = raw.fetchone()[0] or b""
+    rows = np.frombuffer(body, dtype=_EVENT_BINARY_DTYPE)
+    kind, code = rows["kind"], rows["offer_code"]  # 1-based positions, 0 = not in the list
+    frame = pd.DataFrame({
+        "event_id": rows["event_id"].astype(np.int64),
+        "member_pk": rows["member_pk"].astype(np.int64),
+        "occurred_us": rows["occurred_us"].astype(np.int64) + _POSTGRES_EPOCH_US,
+        # Text as object columns (Python str), as the ORM path gives.
+        "kind": pd.Series(np.array(["", *_EVENT_KINDS], dtype=object)[kind], dtype=object),
+        "amount": rows["amount"].astype(np.float64),
+        **{name: rows[name].astype(np.int64) for name in ("points", "quantity", "duration_seconds")},
+        "score": rows["score"].astype(np.float64),
+        "offer_code": pd.Series(np.array(["", *codes], dtype=object)[code], dtype=object),
+        "sentiment": rows["sentiment"].astype(np.float64),
+    })
+    unknown = np.flatnonzero((kind == 0) | (code == 0))
+    if len(unknown):
+        ids = frame["event_id"].to_numpy()[unknown]
+        text = {pk: (k, c) for pk, k, c in Event.objects.filter(pk__in=ids.tolist()).values_list("pk", "kind", "offer_code")}
+        frame.loc[unknown, "kind"] = [text[i][0] for i in ids]
+        frame.loc[unknown, "offer_code"] = [text[i][1] for i in ids]
+    return frame
+
+
 # A sample of pks is sent in slices: one array parameter per query, bounded in size.
 _PK_SLICE = 50_000
 
@@ -200,8 +252,7 @@ def _frames_sql(
             fields=_MEMBER_COLUMNS, source=f"{member_table} m WHERE {clause}", params=[*params, *extra],
             order="m.id",
         ))
-        event_parts.append(_csv_frame(
-            fields=_EVENT_COLUMNS,
+        event_parts.append(_events_binary(
             source=f"{event_table} e JOIN {member_table} m ON m.id = e.member_id "
                    f"WHERE {' AND '.join(event_where)} AND {clause}",
             params=[*event_params, *params, *extra],
@@ -211,7 +262,7 @@ def _frames_sql(
     # Dates as datetime64 (NaT when unknown); birth_year stays float (NaN when unknown).
     members["joined_at"] = pd.to_datetime(members["joined_at"], unit="D")
     members["consent_profiling"] = members["consent_profiling"].astype(bool)
-    occurred_us = np.round(events.pop("occurred_s").to_numpy(dtype=np.float64) * 1e6).astype(np.int64)
+    occurred_us = events.pop("occurred_us").to_numpy()
     events.insert(1, "occurred_at", pd.to_datetime(occurred_us, unit="us", utc=True))
     order = _event_order(
         events["member_pk"].to_numpy(), occurred_us, events.pop("event_id").to_numpy()

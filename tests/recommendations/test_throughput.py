@@ -86,6 +86,21 @@ def test_sql_frames_equal_the_orm_frames_and_give_the_same_features(program) -> 
     assert set(sql[0]["pk"]) == set(sample) - {erased.pk}
 
 
+def test_sql_frames_read_offer_codes_outside_the_catalog(program) -> None:
+    """Events travel as binary with the offer code as its place in the catalog; a code the
+    catalog does not hold (a retired campaign, an odd import) still arrives as written."""
+    lo, hi, _ = member_pk_ranges(chunk_size=300)[0]
+    member = Member.objects.filter(pk__gte=lo, pk__lte=hi, consent_profiling=True).order_by("pk").first()
+    when = pd.Timestamp(program.as_of, tz="UTC") - pd.Timedelta(days=20)
+    for i, code in enumerate(["SPRING'19", "B500", "retired-campaign"]):
+        Event.objects.create(member=member, occurred_at=when + pd.Timedelta(hours=i), kind="offer_sent",
+                             offer_code=code, fingerprint=f"outside-catalog-{i}")
+    sql = _frames_sql(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=True, pks=None)
+    _same_frames(sql, _frames_orm(as_of=program.as_of, pk_from=lo, pk_to=hi, consenting_only=True, pks=None))
+    mine = sql[1][(sql[1]["member_pk"] == member.pk) & (sql[1]["occurred_at"] >= when)]
+    assert mine["offer_code"].tolist()[:3] == ["SPRING'19", "B500", "retired-campaign"]
+
+
 def test_sql_frames_come_in_one_order_whatever_the_physical_order(program) -> None:
     """Scoring and training see the events in the same order on every run: the order reaches
     the models (float sums in the features, the rows a tree is fitted on), and a sequential
