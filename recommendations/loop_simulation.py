@@ -245,7 +245,9 @@ def loop_simulate(
             batch = set(order[(cycle - 1) * per_cycle : cycle * per_cycle].tolist())
             todo = recs[recs["member_pk"].isin(batch) & recs["status"].isin([str(s) for s in OPEN_STATUSES])]
             overrides = 0
+            overridden_biased = 0
             sent = []
+            biased_todo = truth.loc[todo["member_id"], "biased"].to_numpy(bool)
             for rec in todo.itertuples(index=False):
                 best = true_best[rec.member_id]
                 engaged = bool(truth.at[rec.member_id, "p_engage"] >= 0.5)
@@ -255,6 +257,7 @@ def loop_simulate(
                     sent_code = rec.offer_code
                 else:
                     overrides += 1
+                    overridden_biased += bool(truth.at[rec.member_id, "biased"])
                     decision_record(
                         recommendation_id=rec.pk, actor=manager, action="override", chosen_offer_code=best,
                         reason_code="model_wrong",
@@ -276,6 +279,10 @@ def loop_simulate(
                 "model_version": champion.pk,
                 "reviewed": int(len(todo)),
                 "override_rate": overrides / len(todo) if len(todo) else None,
+                # Where the overrides fall: a bias that drives them shows as a higher rate in its group.
+                "biased_group_override_rate": overridden_biased / biased_todo.sum() if biased_todo.any() else None,
+                "other_groups_override_rate": (overrides - overridden_biased) / (~biased_todo).sum()
+                if (~biased_todo).any() else None,
                 **figures,
                 "previous_model": previous,
                 "retrain": {"model_version": retrain["model_version"], "promoted": retrain["promoted"],

@@ -38,6 +38,10 @@ def test_simulate_loop_feedback_repairs_the_planted_bias(artifacts, eager_celery
     overrides = Decision.objects.filter(action="override", reason_code="model_wrong").count()
     assert overrides == round(first["override_rate"] * first["reviewed"] + second["override_rate"] * second["reviewed"])
     assert 0.02 < first["override_rate"] < 0.3
+    # Where they fall: the overall rate is a mix of the biased group's and the others'.
+    for cycle in (first, second):
+        rates = sorted([cycle["biased_group_override_rate"], cycle["other_groups_override_rate"]])
+        assert rates[0] <= cycle["override_rate"] <= rates[1]
     # Their feedback reaches training: engagement labels, realized responses, and each
     # override as offer-response lessons for the chosen and the rejected offer.
     feedback = first["retrain"]["feedback"]
