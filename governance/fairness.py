@@ -81,6 +81,26 @@ def calibration_gap(y_true: np.ndarray, y_pred: np.ndarray, *, churn_risk: np.nd
     return float(np.mean(churn_risk) - np.mean(y_true)) if len(y_true) else float("nan")
 
 
+# Rows per probability bin of a group's coverage estimate: a group of 500 gets 5 bins.
+COVERAGE_BIN_ROWS = 100
+
+
+def interval_coverage_in_group(
+    y_true: np.ndarray, y_pred: np.ndarray, *, engagement: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> float:
+    """Realized coverage of the engagement intervals within one group (y_true = churned): the
+    estimator of the models page (recommendations.training.interval_coverage_binned) with
+    bins of about COVERAGE_BIN_ROWS of the group's own members. The conformal interval is
+    calibrated over all members; nothing makes it cover each group as well."""
+    from recommendations.training import interval_coverage_binned
+
+    n = len(y_true)
+    if not n:
+        return float("nan")
+    return interval_coverage_binned(1 - np.asarray(y_true, dtype=float), engagement, low, high,
+                                    bins=max(1, min(20, n // COVERAGE_BIN_ROWS)))
+
+
 def _count(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(len(y_true))
 
@@ -102,6 +122,7 @@ def group_metrics(
     groups: dict[str, Sequence[str]],
     offered: np.ndarray | None = None,
     churn_risk: np.ndarray | None = None,
+    interval: tuple[np.ndarray, np.ndarray] | None = None,
     n_boot: int = N_BOOT,
     min_group: int = MIN_GROUP,
     seed: int = 0,
@@ -112,7 +133,8 @@ def group_metrics(
     "<metric>_high", ["offer_rate"]}; differences {column: {"demographic_parity_difference",
     "equalized_odds_difference", ["calibration_difference"], "groups_compared"}} over groups of
     at least ``min_group``. With ``churn_risk`` (the predicted probability behind ``y_pred``)
-    the metrics include ``calibration_gap``.
+    the metrics include ``calibration_gap``; with it and ``interval`` (the engagement
+    interval's low and high ends) also ``interval_coverage`` and a ``coverage_difference``.
     """
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
@@ -122,6 +144,12 @@ def group_metrics(
         metrics["calibration_gap"] = calibration_gap
         # A per-member array: MetricFrame splits it by group and resamples it with the bootstrap.
         sample_params["calibration_gap"] = {"churn_risk": np.asarray(churn_risk, dtype=float)}
+        if interval is not None:
+            metrics["interval_coverage"] = interval_coverage_in_group
+            sample_params["interval_coverage"] = {
+                "engagement": 1 - np.asarray(churn_risk, dtype=float),
+                "low": np.asarray(interval[0], dtype=float), "high": np.asarray(interval[1], dtype=float),
+            }
     rows: list[dict[str, Any]] = []
     differences: dict[str, dict[str, Any]] = {}
     for column, values in groups.items():
@@ -157,6 +185,8 @@ def group_metrics(
             "equalized_odds_difference": max(odds) if odds else None,
             **({"calibration_difference": _range([r["calibration_gap"] for r in big])}
                if churn_risk is not None else {}),
+            **({"coverage_difference": _range([r["interval_coverage"] for r in big])}
+               if "interval_coverage" in metrics else {}),
             "groups_compared": len(big),
         }
     return rows, differences
@@ -283,6 +313,7 @@ def _run_data(run: Any) -> dict[str, Any] | None:
     return {
         "engaged": outcome["y"],
         "probability": outcome["p"],
+        "interval": (outcome["low"], outcome["high"]),
         "groups": _member_groups(members, run.as_of.year),
         "offered": np.array([int(i) in with_offer for i in ids], dtype=float),
         "as_of": run.as_of,
@@ -352,7 +383,8 @@ def fairness_report_build(
     flagged = (np.asarray(data["probability"]) < RISK_THRESHOLD).astype(int)
     rows, differences = group_metrics(
         y_true=churned, y_pred=flagged, groups=data["groups"], offered=data["offered"],
-        churn_risk=1 - np.asarray(data["probability"], dtype=float), n_boot=n_boot, min_group=min_group, seed=mv.pk,
+        churn_risk=1 - np.asarray(data["probability"], dtype=float), interval=data.get("interval"),
+        n_boot=n_boot, min_group=min_group, seed=mv.pk,
     )
     thresholds = monitor_thresholds()
     dpds = [d["demographic_parity_difference"] for d in differences.values() if d["demographic_parity_difference"] is not None]
@@ -371,6 +403,9 @@ def fairness_report_build(
         "min_group": min_group,
         "risk_threshold": RISK_THRESHOLD,
         "calibration_gap": "mean predicted churn risk minus observed churn rate (positive: churn overstated)",
+        **({"interval_coverage": "realized coverage of the 90% engagement interval within the group "
+            f"(binned, ~{COVERAGE_BIN_ROWS} members a bin); calibrated over all members, not per group"}
+           if data.get("interval") is not None else {}),
     }
     with transaction.atomic():
         report = FairnessReport.objects.create(

@@ -270,12 +270,12 @@ def psi_figure(*, features: Sequence[str], psi: Sequence[float], level: float, t
 
 
 GROUP_METRIC_NAMES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
-                      ("calibration_gap", "calibration gap"))
+                      ("calibration_gap", "calibration gap"), ("interval_coverage", "interval coverage"))
 
 
 def fairness_groups_figure(*, rows: Sequence[dict], column: str) -> go.Figure:
-    """Selection rate, TPR, FPR and (in reports that have it) the calibration gap per group of
-    one column, with their bootstrap intervals."""
+    """Selection rate, TPR, FPR and (in reports that have them) the calibration gap and the
+    interval coverage per group of one column, with their bootstrap intervals."""
     mine = [r for r in rows if r["column"] == column]
     labels = [f"{r['value']} (n={r['n']})" for r in mine]
     fig = go.Figure()
@@ -306,6 +306,7 @@ def fairness_differences_figure(*, differences: dict, parity_max: float, odds_ma
         ("demographic_parity_difference", "demographic parity difference"),
         ("equalized_odds_difference", "equalized odds difference"),
         ("calibration_difference", "calibration difference"),
+        ("coverage_difference", "interval coverage difference"),
     )):
         if not any(key in differences[c] for c in columns):
             continue  # reports from before calibration was measured

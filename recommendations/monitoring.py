@@ -539,6 +539,20 @@ def monitor_alerts(
                     f"parity difference {_fmt(dpd)}, equalized odds difference {_fmt(eod)} "
                     f"(levels {thresholds.parity_difference_max:.2f} / {thresholds.odds_difference_max:.2f}).",
                 })
+        # The interval is calibrated over everyone: a group it covers clearly less often (the
+        # whole bootstrap interval below the level, so not a small group's noise) is flagged.
+        min_group = (report.definition or {}).get("min_group", 0)
+        for row in report.groups or []:
+            coverage = row.get("interval_coverage")
+            upper = row.get("interval_coverage_high", coverage)
+            if coverage is None or upper is None or row["n"] < min_group or upper >= thresholds.coverage_min:
+                continue
+            alerts.append({
+                "level": "warning",
+                "text": f"Model v{report.model_version_id}, fairness report #{report.pk}: the 90% interval "
+                f"covers {row['column']} = {row['value']} only {coverage:.1%} of the time (n={row['n']}, "
+                f"bootstrap up to {upper:.1%}; level {thresholds.coverage_min:.0%}).",
+            })
     return alerts
 
 

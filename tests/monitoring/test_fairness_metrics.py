@@ -158,3 +158,51 @@ def test_a_label_bias_in_one_group_shows_as_its_calibration_gap() -> None:
     for fair in ("south", "east"):
         assert by[fair]["calibration_gap_low"] < 0 < by[fair]["calibration_gap_high"]
     assert diffs["region"]["calibration_difference"] == pytest.approx(0.15, abs=0.04)
+
+
+def test_interval_coverage_by_hand_within_each_group() -> None:
+    # One bin per group (fewer than COVERAGE_BIN_ROWS members): the group's engaged rate is
+    # compared with each member's own interval.
+    # group a: churned [1, 1, 0, 0] -> engaged rate 0.5; intervals [0.4, 0.6] x3 and [0.7, 0.9]
+    #   -> 3 of 4 cover 0.5
+    # group b: churned [1, 0, 0, 0, 0, 0] -> engaged rate 5/6; intervals [0.1, 0.3] x6 -> none
+    y_true, y_pred, groups = _tiny()
+    risk = np.full(10, 0.5)
+    low = np.array([0.4, 0.4, 0.4, 0.7] + [0.1] * 6)
+    high = np.array([0.6, 0.6, 0.6, 0.9] + [0.3] * 6)
+    rows, diffs = group_metrics(y_true=y_true, y_pred=y_pred, groups={"tier": groups}, churn_risk=risk,
+                                interval=(low, high), n_boot=0, min_group=1)
+    by = {r["value"]: r for r in rows}
+    assert by["a"]["interval_coverage"] == pytest.approx(0.75)
+    assert by["b"]["interval_coverage"] == pytest.approx(0.0)
+    assert diffs["tier"]["coverage_difference"] == pytest.approx(0.75)
+    # Without intervals (a report on training holdout labels) there is no coverage figure.
+    rows, diffs = group_metrics(y_true=y_true, y_pred=y_pred, groups={"tier": groups}, churn_risk=risk,
+                                n_boot=0, min_group=1)
+    assert "interval_coverage" not in rows[0] and "coverage_difference" not in diffs["tier"]
+
+
+def test_a_group_the_interval_misses_is_flagged_on_the_models_page() -> None:
+    """Intervals that fit everyone else but are too narrow and too low for the north: its
+    coverage is flagged (bootstrap interval wholly below the level); the others are not."""
+    from types import SimpleNamespace
+
+    from recommendations.monitoring import DEFAULT_THRESHOLDS, Thresholds, monitor_alerts
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    groups = rng.choice(["north", "south", "east"], size=n)
+    p = rng.uniform(0.3, 0.8, size=n)
+    north = groups == "north"
+    engaged = (rng.random(n) < np.where(north, np.clip(p + 0.2, 0, 1), p)).astype(int)
+    low, high = np.clip(p - 0.1, 0, 1), np.clip(p + 0.1, 0, 1)
+    rows, diffs = group_metrics(y_true=1 - engaged, y_pred=(p < 0.5).astype(int), groups={"region": groups},
+                                churn_risk=1 - p, interval=(low, high), n_boot=100, seed=1)
+    by = {r["value"]: r for r in rows}
+    assert by["north"]["interval_coverage_high"] < 0.5
+    assert by["south"]["interval_coverage"] > 0.85 and by["east"]["interval_coverage"] > 0.85
+    report = SimpleNamespace(pk=9, model_version_id=4, differences=diffs, groups=rows, definition={"min_group": 50})
+    alerts = monitor_alerts(versions=[], coverage=[], thresholds=Thresholds(**DEFAULT_THRESHOLDS),
+                            fairness_reports=[report])
+    texts = [a["text"] for a in alerts if "covers" in a["text"]]
+    assert len(texts) == 1 and "region = north" in texts[0]

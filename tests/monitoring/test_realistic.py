@@ -120,6 +120,16 @@ def test_monitoring_on_a_real_model_and_run(scored, role_users, django_capture_o
     assert tier["calibration_gap"] == pytest.approx(risk.mean() - churned.mean())
     assert tier["calibration_gap_low"] <= tier["calibration_gap"] <= tier["calibration_gap_high"]
     assert report.differences["tier"]["calibration_difference"] >= 0
+    # Its interval coverage: the stored intervals against the tier's realized engagement.
+    from governance.fairness import interval_coverage_in_group
+
+    shown = recs.order_by("pk").values_list("member__member_id", "probability", "p_low", "p_high")
+    ids, p, low, high = zip(*shown, strict=True)
+    tier_churned = 1 - engaged.loc[list(ids)].to_numpy()
+    assert tier["interval_coverage"] == pytest.approx(interval_coverage_in_group(
+        tier_churned, tier_churned, engagement=np.array(p), low=np.array(low), high=np.array(high)))
+    assert 0 <= tier["interval_coverage_low"] <= tier["interval_coverage"] <= tier["interval_coverage_high"] <= 1
+    assert "interval_coverage" in report.definition
 
     # Every column with two comparable groups differs by more than 0: an alert each, age band
     # included (the member's age band at the run's as_of).
