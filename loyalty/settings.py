@@ -174,6 +174,8 @@ DECISION_UNDO_SECONDS = int(os.environ.get("DECISION_UNDO_SECONDS", 120))
 # Opening or selecting a queue item shows it to other managers as "X is reviewing" this long
 # (recommendations.claims; advice, never a lock).
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", 120))
+# An open queue page asks this often what changed on its rows (decided or opened by others).
+QUEUE_PRESENCE_SECONDS = int(os.environ.get("QUEUE_PRESENCE_SECONDS", 15))
 # The status counts at the top of the queue are cached this long (and dropped on every decision).
 QUEUE_COUNTS_CACHE_SECONDS = int(os.environ.get("QUEUE_COUNTS_CACHE_SECONDS", 30))
 # Currency of expected values and offer costs, as shown to managers.

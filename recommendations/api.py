@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
@@ -32,7 +32,14 @@ from recommendations.learning import (
     model_version_rollback,
 )
 from recommendations.models import ModelVersion, Recommendation, ScoringRun
-from recommendations.queue import InvalidCursor, QueueFilters, queue_page, recommendation_detail_row
+from recommendations.queue import (
+    PRESENCE_MAX_IDS,
+    InvalidCursor,
+    QueueFilters,
+    queue_page,
+    queue_presence,
+    recommendation_detail_row,
+)
 from recommendations.serializers import (
     BulkDecideRequestSerializer,
     BulkResultSerializer,
@@ -44,6 +51,7 @@ from recommendations.serializers import (
     ModelVersionSerializer,
     QueueItemDetailSerializer,
     QueuePageSerializer,
+    QueuePresenceSerializer,
     QueueQuerySerializer,
     ReviewClaimSerializer,
     ScoringRunSerializer,
@@ -191,6 +199,33 @@ class ClaimAPI(APIView):
     def delete(self, request: Request, pk: int) -> Response:
         claim_release(recommendation_id=pk, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def presence_ids(raw: str | None) -> list[int]:
+    """The ``ids`` parameter: comma-separated recommendation ids, 1 to PRESENCE_MAX_IDS."""
+    parts = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    if not parts or len(parts) > PRESENCE_MAX_IDS or not all(part.isdigit() and len(part) < 19 for part in parts):
+        raise Invalid(f"ids: give 1 to {PRESENCE_MAX_IDS} recommendation ids separated by commas, e.g. ids=12,15.",
+                      code="invalid_ids")
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+class QueuePresenceAPI(APIView):
+    permission_classes = can("view_queue")
+
+    @extend_schema(
+        operation_id="queue_presence",
+        summary="What changed on the rows you have on screen",
+        description="Each item's status now and who else has it open (review claims), so a desk page "
+        "can mark items decided or opened by others without reloading. Unknown ids are left out.",
+        parameters=[OpenApiParameter("ids", str, OpenApiParameter.QUERY, required=True,
+                                     description=f"1 to {PRESENCE_MAX_IDS} recommendation ids, comma-separated")],
+        responses={200: QueuePresenceSerializer, **ERRORS},
+        tags=["queue"],
+    )
+    def get(self, request: Request) -> Response:
+        ids = presence_ids(request.query_params.get("ids"))
+        return Response(QueuePresenceSerializer({"items": queue_presence(user=request.user, recommendation_ids=ids)}).data)
 
 
 class BulkDecideAPI(APIView):

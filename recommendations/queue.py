@@ -401,6 +401,27 @@ def queue_row(*, user: User, recommendation_id: int) -> QueueRow:
 # ---------------------------------------------------------------- counts and lists
 
 
+# Rows a desk page may ask about at once (a page shows at most MAX_LIMIT).
+PRESENCE_MAX_IDS = 200
+
+
+def queue_presence(*, user: User, recommendation_ids: list[int]) -> list[dict[str, Any]]:
+    """What has changed on the rows a manager has on screen since the page was served: each
+    item's status now, whether this user may still decide it, and who else has it open
+    (claims; only open items hold one). Unknown ids are left out. One indexed lookup and one
+    cache round trip."""
+    statuses = dict(Recommendation.objects.filter(pk__in=recommendation_ids).values_list("pk", "status"))
+    claims = claims_by_others(
+        recommendation_ids=[pk for pk, status in statuses.items() if status in OPEN_STATUSES], user=user
+    )
+    allowed = decidable_statuses(user)
+    return [
+        {"id": pk, "status": statuses[pk], "can_decide": can_decide_status(user, statuses[pk], allowed),
+         "claimed_by": claims[pk].name if pk in claims else None}
+        for pk in recommendation_ids if pk in statuses
+    ]
+
+
 def _count_key(status: str) -> str:
     return f"{COUNT_CACHE_PREFIX}{status}"
 

@@ -153,6 +153,17 @@ class ReviewClaimSerializer(serializers.Serializer):
     seconds = serializers.IntegerField(help_text="how long a claim lasts without a new post")
 
 
+class PresenceItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text="the item's status now")
+    can_decide = serializers.BooleanField(help_text="whether the caller may still decide it")
+    claimed_by = serializers.CharField(allow_null=True, help_text="another manager who has it open, if any")
+
+
+class QueuePresenceSerializer(serializers.Serializer):
+    items = PresenceItemSerializer(many=True, help_text="in the order asked; unknown ids are left out")
+
+
 class DecideRequestSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=list(ACTIONS))
     chosen_offer_code = serializers.CharField(

@@ -93,6 +93,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "choices": filter_choices(),
         "can_decide_any": bool(decidable_statuses(request.user)),
         "claim_seconds": settings.REVIEW_CLAIM_SECONDS,
+        "presence_seconds": settings.QUEUE_PRESENCE_SECONDS,
         "next_url": f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else "",
         "first_url": f"?{urlencode(params)}" if page.cursor else "",
         "here": here,

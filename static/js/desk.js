@@ -38,14 +38,58 @@
   }
 
   function markClaimed(row, name) {
-    if (!row || row.querySelector(".badge.claim")) { return; }
+    if (!row) { return; }
     row.classList.add("claimed");
-    var badge = document.createElement("span");
+    var badge = row.querySelector(".badge.claim") || document.createElement("span");
     badge.className = "badge claim";
     badge.textContent = name + " is reviewing";
     badge.title = name + " has this item open; you can still decide it";
     var cell = row.querySelector("td.actions");
-    if (cell) { cell.insertBefore(badge, cell.firstChild); }
+    if (cell && !badge.parentNode) { cell.insertBefore(badge, cell.firstChild); }
+  }
+
+  function unmarkClaimed(row) {
+    row.classList.remove("claimed");
+    var badge = row.querySelector(".badge.claim");
+    if (badge) { badge.remove(); }
+  }
+
+  // Presence: an open queue page asks every few seconds what changed on its rows since it was
+  // served (GET /api/recommendations/presence/): who else has an item open, and items decided
+  // elsewhere, which lose their buttons so nobody works an item that is gone.
+  function markChanged(row, item) {
+    if (row.dataset.status === item.status) { return; }
+    row.dataset.status = item.status;
+    row.classList.add("changed");
+    var cell = row.querySelector("td.actions");
+    if (!cell) { return; }
+    var note = cell.querySelector(".badge.changed") || document.createElement("span");
+    note.className = "badge changed";
+    note.textContent = "Now " + item.status.replace(/_/g, " ") + " (decided elsewhere)";
+    if (!note.parentNode) { cell.insertBefore(note, cell.firstChild); }
+    if (!item.can_decide) {
+      cell.querySelectorAll(".btns, form.rowform").forEach(function (el) { el.remove(); });
+      var box = row.querySelector("input.bulk-box");
+      if (box) { box.checked = false; box.disabled = true; }
+    }
+  }
+
+  function refreshPresence(url) {
+    var ids = rows().map(function (r) { return r.dataset.id; });
+    if (!ids.length || document.hidden) { return; }
+    window.fetch(url + "?ids=" + ids.join(","), { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (!body) { return; }
+        body.items.forEach(function (item) {
+          var row = document.getElementById("rec-" + item.id);
+          if (!row) { return; }
+          if (item.claimed_by) { markClaimed(row, item.claimed_by); } else { unmarkClaimed(row); }
+          markChanged(row, item);
+        });
+        updateBulkCount();
+      })
+      .catch(function () { /* the next round will try again */ });
   }
 
   function claim(url, row) {
@@ -226,6 +270,10 @@
   var queueTable = document.getElementById("queue");
   var detailClaim = document.getElementById("claim");
   if (queueTable && queueTable.dataset.claimSeconds) { keepClaim(Number(queueTable.dataset.claimSeconds)); }
+  if (queueTable && queueTable.dataset.presenceUrl) {
+    window.setInterval(function () { refreshPresence(queueTable.dataset.presenceUrl); },
+                       Math.max(1, Number(queueTable.dataset.presenceSeconds) || 15) * 1000);
+  }
   if (detailClaim) {
     // The detail page's claim was taken when it was served; keep it while the page is open.
     claimedUrl = detailClaim.dataset.claimUrl;

@@ -121,7 +121,8 @@ def test_detail_page_renders_shap_chart_and_is_audited(live_server, role_users, 
     assert not page.js_errors, page.js_errors
 
 
-def test_managers_see_who_is_reviewing_and_the_cursor_skips_it(live_server, role_users, page, browser):
+def test_managers_see_who_is_reviewing_and_the_cursor_skips_it(live_server, role_users, page, browser, settings):
+    settings.QUEUE_PRESENCE_SECONDS = 1  # the open queue asks what changed every second
     world = build_world()
     r = world.recs
     dana = make_user("dana", "manager")
@@ -158,9 +159,16 @@ def test_managers_see_who_is_reviewing_and_the_cursor_skips_it(live_server, role
             dana_page.keyboard.press("j")
         dana_page.wait_for_selector(f"#rec-{r['low'].pk}.claimed .badge.claim")
         assert dana_page.locator(f"#rec-{r['low'].pk} .badge.claim").inner_text() == "manager is reviewing"
-        page.reload()
-        page.wait_for_selector("body[data-desk-ready]")
+        # Without reloading, the manager's queue drops Dana's badge from the item she left ...
+        page.wait_for_selector(f"#rec-{r['mid'].pk}:not(.claimed)")
         assert page.locator(f"#rec-{r['mid'].pk} .badge.claim").count() == 0
+        # ... and, when Dana approves the top item from her desk, greys it out without buttons.
+        dana_page.click(f"#rec-{r['top'].pk} td.age")
+        dana_page.keyboard.press("a")
+        dana_page.wait_for_selector(f"#rec-{r['top'].pk} .status-label.st-approved")
+        page.wait_for_selector(f"#rec-{r['top'].pk}.changed .badge.changed")
+        assert page.locator(f"#rec-{r['top'].pk} .badge.changed").inner_text() == "Now approved (decided elsewhere)"
+        assert page.locator(f"#rec-{r['top'].pk} form.act-approve").count() == 0
     finally:
         context.close()
     assert not page.js_errors, page.js_errors

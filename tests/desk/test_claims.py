@@ -136,3 +136,38 @@ def test_two_managers_racing_for_one_item_on_redis_get_one_claim(world, role_use
         assert {other.user_id for other in others if other is not None} == {winners[0].pk}
     finally:
         cache.clear()
+
+
+def presence(client, *recs, raw: str | None = None):
+    return client.get(reverse("api-recommendations-presence"), {"ids": raw or ",".join(str(r.pk) for r in recs)})
+
+
+def test_presence_tells_an_open_page_what_others_did_to_its_rows(world, role_users, dana,
+                                                                   django_capture_on_commit_callbacks):
+    """The queue page polls this: Dana opened one item and approved another since it was served."""
+    from recommendations.decisions import decision_record
+
+    top, mid, low = world.recs["top"], world.recs["mid"], world.recs["low"]
+    manager = client_for(role_users["manager"])
+    client_for(dana).get(reverse("desk-detail", args=[mid.pk]))
+    with django_capture_on_commit_callbacks(execute=True):
+        decision_record(recommendation_id=top.pk, actor=dana, action="approve")
+
+    items = presence(manager, top, mid, low).json()["items"]
+    assert items == [
+        {"id": top.pk, "status": "approved", "can_decide": False, "claimed_by": None},
+        {"id": mid.pk, "status": "pending", "can_decide": True, "claimed_by": "Dana"},
+        {"id": low.pk, "status": "pending", "can_decide": True, "claimed_by": None},
+    ]
+    # Dana does not see herself; an auditor may look but decides nothing; unknown ids drop out.
+    assert presence(client_for(dana), mid).json()["items"][0]["claimed_by"] is None
+    assert presence(client_for(role_users["auditor"]), mid).json()["items"][0]["can_decide"] is False
+    assert presence(manager, raw=f"{mid.pk},999999999").json()["items"][0]["id"] == mid.pk
+    assert len(presence(manager, raw=f"{mid.pk},999999999").json()["items"]) == 1
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "1,,x", ",".join(["1"] * 201), "99999999999999999999"])
+def test_presence_names_the_bad_parameter(world, role_users, raw):
+    response = presence(client_for(role_users["manager"]), raw=raw or " ")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("ids:") and response.json()["code"] == "invalid_ids"
