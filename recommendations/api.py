@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
+from collections.abc import Callable
+from typing import IO
+
 from django.conf import settings
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
@@ -24,6 +31,7 @@ from recommendations.decisions import (
     decision_undo,
     review_claim,
 )
+from recommendations.exports import CONTENT_TYPES, ExportError, feedback_export, model_artifact
 from recommendations.learning import (
     LearningError,
     learning_settings_get,
@@ -31,6 +39,7 @@ from recommendations.learning import (
     model_version_promote_manual,
     model_version_rollback,
 )
+from recommendations.model_store import ArtifactIntegrityError
 from recommendations.models import ModelVersion, Recommendation, ScoringRun
 from recommendations.queue import (
     PRESENCE_MAX_IDS,
@@ -40,12 +49,14 @@ from recommendations.queue import (
     queue_presence,
     recommendation_detail_row,
 )
+from recommendations.runs import run_export
 from recommendations.serializers import (
     BulkDecideRequestSerializer,
     BulkResultSerializer,
     DecideRequestSerializer,
     DecisionSerializer,
     ErrorSerializer,
+    ExportQuerySerializer,
     LearningSettingsSerializer,
     ModelActionRequestSerializer,
     ModelVersionSerializer,
@@ -294,6 +305,99 @@ class ModelDetailAPI(generics.RetrieveAPIView):
     permission_classes = can("view_queue")
     serializer_class = ModelVersionSerializer
     queryset = ModelVersion.objects.all()
+
+
+# ---------------------------------------------------------------------------- exports
+
+EXPORT_RESPONSES = {
+    (200, CONTENT_TYPES["csv"]): OpenApiTypes.STR,
+    (200, CONTENT_TYPES["parquet"]): OpenApiTypes.BINARY,
+    **ERRORS,
+}
+
+
+def file_download(*, fmt: str, filename: str, write: Callable[[IO], int]) -> FileResponse:
+    """Write an export to a temporary file (a run can hold a million rows: nothing is held in
+    memory) and stream it as an attachment."""
+    handle = tempfile.TemporaryFile()
+    try:
+        if fmt == "csv":
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            write(text)
+            text.flush()
+            text.detach()
+        else:
+            write(handle)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    return FileResponse(handle, as_attachment=True, filename=filename, content_type=CONTENT_TYPES[fmt])
+
+
+def export_format(request: Request) -> str:
+    query = ExportQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data["file_format"]
+
+
+class RunExportAPI(APIView):
+    permission_classes = can("export_data")
+
+    @extend_schema(
+        operation_id="run_export",
+        summary="Download a run's recommendations",
+        description="member_id (as imported), offer_code, probability, interval, expected value and its "
+        "interval, status and model version, one row per member. Audited (counts only).",
+        parameters=[ExportQuerySerializer], responses=EXPORT_RESPONSES, tags=["exports"],
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        fmt = export_format(request)
+        if not ScoringRun.objects.filter(pk=pk).exists():
+            raise NotFound(f"Scoring run {pk} does not exist.")
+        return file_download(fmt=fmt, filename=f"run-{pk}-recommendations.{fmt}",
+                             write=lambda out: run_export(run_id=pk, fmt=fmt, out=out, actor=request.user))
+
+
+class FeedbackExportAPI(APIView):
+    permission_classes = can("export_data")
+
+    @extend_schema(
+        operation_id="feedback_export",
+        summary="Download the feedback the next model learns from",
+        description="One row per training label (managers' decisions and realized outcomes) with its "
+        "weight, source, split (train / evaluation) and the feature snapshot the manager saw. Erased "
+        "members are left out; no free text. Audited (counts only).",
+        parameters=[ExportQuerySerializer], responses=EXPORT_RESPONSES, tags=["exports"],
+    )
+    def get(self, request: Request) -> FileResponse:
+        fmt = export_format(request)
+        return file_download(fmt=fmt, filename=f"feedback.{fmt}",
+                             write=lambda out: feedback_export(fmt=fmt, out=out, actor=request.user))
+
+
+class ModelArtifactAPI(APIView):
+    permission_classes = can("export_data")
+
+    @extend_schema(
+        operation_id="model_artifact",
+        summary="Download a model version's artifact",
+        description="The joblib file the version scores with, after checking its sha256 (sent back in "
+        "X-Artifact-SHA256). Its metrics are in GET /api/models/{id}/. Audited.",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS, **CONFLICT},
+        tags=["exports"],
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        try:
+            path, filename, sha256 = model_artifact(model_version_id=pk, actor=request.user)
+        except ExportError as exc:
+            raise NotFound(str(exc)) from exc
+        except ArtifactIntegrityError as exc:
+            raise Conflict(str(exc), code="artifact_mismatch") from exc
+        response = FileResponse(open(path, "rb"), as_attachment=True, filename=filename,  # noqa: SIM115 - FileResponse closes it
+                                content_type="application/octet-stream")
+        response["X-Artifact-SHA256"] = sha256
+        return response
 
 
 # ---------------------------------------------------------------------------- learning loop

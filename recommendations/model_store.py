@@ -24,7 +24,7 @@ _CACHE: dict[tuple[int, str], ModelBundle] = {}
 _LOCK = threading.Lock()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -40,7 +40,7 @@ def bundle_save(bundle: ModelBundle, directory: str | Path) -> tuple[str, str]:
     os.close(fd)
     try:
         joblib.dump(bundle, tmp_name, compress=3)
-        sha = _sha256(Path(tmp_name))
+        sha = file_sha256(Path(tmp_name))
         final = directory / f"bundle-{sha[:16]}.joblib"
         os.replace(tmp_name, final)
     except BaseException:
@@ -64,7 +64,7 @@ def bundle_load(model_version_id: int, path: str | Path, sha256: str) -> ModelBu
         if cached is not None:
             return cached
         path = Path(path)
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != sha256:
             raise ArtifactIntegrityError(
                 f"model version {model_version_id}: artifact {path} has sha256 {actual}, "

@@ -131,6 +131,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
             for k, v in DEFAULT_THRESHOLDS.items()
         ],
         "coverage": coverage,
+        "recent_runs": list(reversed(coverage))[:5],
         "rates": decision_rates(),
         "rates_offer": decision_rates(by="offer"),
         "rates_manager": decision_rates(by="manager"),

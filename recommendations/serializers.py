@@ -164,6 +164,18 @@ class QueuePresenceSerializer(serializers.Serializer):
     items = PresenceItemSerializer(many=True, help_text="in the order asked; unknown ids are left out")
 
 
+class ExportQuerySerializer(serializers.Serializer):
+    # Not "format": DRF reads that query parameter to pick a renderer.
+    file_format = serializers.ChoiceField(choices=["csv", "parquet"], default="csv",
+                                          help_text="csv (text/csv) or parquet (application/vnd.apache.parquet)")
+
+    def to_internal_value(self, data):
+        # DRF reads an empty query value as "not given" and would serve the default format.
+        if data.get("file_format") == "":
+            raise serializers.ValidationError({"file_format": ['"" is not a valid choice: give csv or parquet.']})
+        return super().to_internal_value(data)
+
+
 class DecideRequestSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=list(ACTIONS))
     chosen_offer_code = serializers.CharField(

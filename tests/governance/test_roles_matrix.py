@@ -84,6 +84,9 @@ RULES: dict[str, list[Call]] = {
     "api-model-rollback": [Call("post", cap("manage_models"), lambda o: {"pk": o["model"]})],
     "api-learning-settings": [Call("get", cap("manage_models")), Call("patch", cap("manage_models"))],
     "api-run-outcomes": [Call("get", cap("view_queue"), lambda o: {"pk": o["run"]})],
+    "api-run-export": [Call("get", cap("export_data"), lambda o: {"pk": o["run"]})],
+    "api-feedback-export": [Call("get", cap("export_data"))],
+    "api-model-artifact": [Call("get", cap("export_data"), lambda o: {"pk": o["model"]})],
     "api-privacy-erasure": [Call("post", cap("manage_privacy"), data={}, json=True)],
     # Escalation policy: admins only. Empty bodies are invalid, so nothing is saved here.
     "governance-policy": [Call("get", cap("manage_policy")), Call("post", cap("manage_policy"))],

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from recommendations.management.commands._export import export_to
 from recommendations.runs import ScoringError, run_export
 
 
@@ -18,17 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="file to write (csv default: stdout)")
 
     def handle(self, *args, **options) -> None:
-        fmt, path = options["format"], options["out"]
-        if fmt == "parquet" and not path:
-            raise CommandError("--format parquet needs --out FILE")
         try:
-            if path:
-                mode = {"csv": {"mode": "w", "newline": "", "encoding": "utf-8"}, "parquet": {"mode": "wb"}}[fmt]
-                with open(path, **mode) as out:
-                    count = run_export(run_id=options["run"], fmt=fmt, out=out)
-                self.stderr.write(f"wrote {count} rows to {path}")
-            else:
-                # The underlying stream: the command's OutputWrapper would style and re-end lines.
-                run_export(run_id=options["run"], fmt=fmt, out=getattr(self.stdout, "_out", sys.stdout))
+            export_to(self, fmt=options["format"], path=options["out"],
+                      write=lambda out: run_export(run_id=options["run"], fmt=options["format"], out=out))
         except ScoringError as exc:
             raise CommandError(str(exc)) from exc
