@@ -212,16 +212,17 @@ def fairness_sample_weights(groups: Sequence[Any], labels: Sequence[Any]) -> np.
 
 def _most_deviating(rows: list[dict[str, Any]], column: str, metric: str, min_group: int) -> dict[str, Any] | None:
     """The group of ``column`` whose metric lies farthest from the mean of the compared groups."""
-    names = ("tpr", "fpr") if metric == "equalized_odds_difference" else ("selection_rate",)
+    names = {"equalized_odds_difference": ("tpr", "fpr"),
+             "calibration_difference": ("calibration_gap",)}.get(metric, ("selection_rate",))
     big = [r for r in rows if r["column"] == column and r["n"] >= min_group]
     best, best_gap = None, -1.0
     for name in names:
-        values = [r[name] for r in big if r[name] is not None]
+        values = [r.get(name) for r in big if r.get(name) is not None]
         if len(values) < 2:
             continue
         centre = float(np.mean(values))
         for r in big:
-            if r[name] is not None and abs(r[name] - centre) > best_gap:
+            if r.get(name) is not None and abs(r[name] - centre) > best_gap:
                 best, best_gap = r, abs(r[name] - centre)
     return best
 
@@ -336,6 +337,7 @@ def _alerts_open(
     levels = {
         "demographic_parity_difference": thresholds.parity_difference_max,
         "equalized_odds_difference": thresholds.odds_difference_max,
+        "calibration_difference": thresholds.calibration_difference_max,
     }
     for column in FairnessAlert.Column.values:
         diff = differences.get(column) or {}
@@ -350,7 +352,8 @@ def _alerts_open(
                 column=column, value=group["value"], metric=metric, actor=actor,
                 detail=f"Fairness report #{report.pk} of model v{report.model_version_id}: {metric} "
                 f"{value:.3f} above {level:.3f}; {column} = {group['value']} deviates most "
-                f"(selection rate {group['selection_rate']}, TPR {group['tpr']}, FPR {group['fpr']}).",
+                f"(selection rate {group['selection_rate']}, TPR {group['tpr']}, FPR {group['fpr']}, "
+                f"calibration gap {group.get('calibration_gap')}).",
             )
             already.add((column, group["value"]))
             opened.append({"id": alert.pk, "column": column, "value": group["value"], "metric": metric})

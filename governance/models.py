@@ -126,6 +126,9 @@ class MonitorThresholds(models.Model):
     # Fairness: a group column whose difference is above these opens a FairnessAlert.
     parity_difference_max = models.FloatField()
     odds_difference_max = models.FloatField()
+    # Mean predicted churn risk minus observed churn, compared between groups: a group whose
+    # probabilities mean something else (e.g. its history is recorded worse).
+    calibration_difference_max = models.FloatField(default=0.10)
 
     class Meta:
         ordering = ["-id"]
@@ -135,7 +138,8 @@ class MonitorThresholds(models.Model):
                 & models.Q(auc_min__gte=0) & models.Q(auc_min__lte=1)
                 & models.Q(brier_max__gte=0) & models.Q(psi_max__gte=0)
                 & models.Q(parity_difference_max__gte=0) & models.Q(parity_difference_max__lte=1)
-                & models.Q(odds_difference_max__gte=0) & models.Q(odds_difference_max__lte=1),
+                & models.Q(odds_difference_max__gte=0) & models.Q(odds_difference_max__lte=1)
+                & models.Q(calibration_difference_max__gte=0) & models.Q(calibration_difference_max__lte=1),
                 name="monitor_thresholds_in_range",
             )
         ]

@@ -65,6 +65,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_max": 0.25,
     "parity_difference_max": 0.20,
     "odds_difference_max": 0.20,
+    "calibration_difference_max": 0.10,
 }
 THRESHOLD_LABELS: dict[str, str] = {
     "coverage_min": "Interval coverage below",
@@ -73,6 +74,7 @@ THRESHOLD_LABELS: dict[str, str] = {
     "psi_max": "Feature drift (PSI) above",
     "parity_difference_max": "Demographic parity difference above",
     "odds_difference_max": "Equalized odds difference above",
+    "calibration_difference_max": "Calibration difference between groups above",
 }
 HUMAN_ACTIONS = (Decision.Action.APPROVE, Decision.Action.OVERRIDE, Decision.Action.ESCALATE)
 
@@ -117,6 +119,7 @@ class Thresholds:
     psi_max: float
     parity_difference_max: float
     odds_difference_max: float
+    calibration_difference_max: float
     version: int | None = None  # MonitorThresholds id; None = the defaults
 
     def as_dict(self) -> dict[str, Any]:
@@ -529,15 +532,17 @@ def monitor_alerts(
         for column, diff in (report.differences or {}).items():
             dpd = diff.get("demographic_parity_difference")
             eod = diff.get("equalized_odds_difference")
+            cal = diff.get("calibration_difference")
             over = (dpd is not None and dpd > thresholds.parity_difference_max) or (
                 eod is not None and eod > thresholds.odds_difference_max
-            )
+            ) or (cal is not None and cal > thresholds.calibration_difference_max)
             if over:
                 alerts.append({
                     "level": "warning",
                     "text": f"Model v{report.model_version_id}, fairness report #{report.pk}: {column} "
-                    f"parity difference {_fmt(dpd)}, equalized odds difference {_fmt(eod)} "
-                    f"(levels {thresholds.parity_difference_max:.2f} / {thresholds.odds_difference_max:.2f}).",
+                    f"parity difference {_fmt(dpd)}, equalized odds difference {_fmt(eod)}, "
+                    f"calibration difference {_fmt(cal)} (levels {thresholds.parity_difference_max:.2f} / "
+                    f"{thresholds.odds_difference_max:.2f} / {thresholds.calibration_difference_max:.2f}).",
                 })
         # The interval is calibrated over everyone: a group it covers clearly less often (the
         # whole bootstrap interval below the level, so not a small group's noise) is flagged.

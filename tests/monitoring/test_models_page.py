@@ -176,3 +176,33 @@ def test_rubber_stamp_data_on_constructed_decisions(world, role_users) -> None:
     assert set(traces) == {"manager", "m2", "senior_manager"}
     assert sorted(traces["manager"]["y"]) == [5, 100]
     assert sorted(traces["manager"]["x"]) == pytest.approx([0.15, 0.30])
+
+
+def test_a_group_whose_probabilities_mean_something_else_opens_an_alert(world, role_users) -> None:
+    """Same true risk everywhere, but the north's churn is understated by 15 points (its history
+    is recorded worse): the calibration difference is over the default level, so the north gets
+    a fairness alert (which routes its items, governance rules) and the models page a banner."""
+    import numpy as np
+
+    from governance.fairness import _alerts_open, group_metrics
+    from governance.models import FairnessReport
+    from recommendations.monitoring import monitor_alerts
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    groups = rng.choice(["north", "south", "east"], size=n)
+    risk = rng.uniform(0.1, 0.6, size=n)
+    churned = (rng.random(n) < risk + np.where(groups == "north", 0.15, 0.0)).astype(int)
+    rows, differences = group_metrics(y_true=churned, y_pred=(risk > 0.5).astype(int), groups={"region": groups},
+                                      churn_risk=risk, n_boot=0)
+    thresholds = monitor_thresholds()
+    assert differences["region"]["calibration_difference"] > thresholds.calibration_difference_max == 0.10
+    report = FairnessReport.objects.create(model_version=world.model, n=n, groups=rows, differences=differences,
+                                           definition={"min_group": 50})
+    opened = _alerts_open(report, rows, differences, thresholds, role_users["admin"], 50)
+    assert {"column": "region", "value": "north", "metric": "calibration_difference"} in [
+        {k: a[k] for k in ("column", "value", "metric")} for a in opened]
+    assert FairnessAlert.objects.filter(column="region", value="north", status="open").exists()
+    banners = [a["text"] for a in monitor_alerts(versions=[], coverage=[], thresholds=thresholds,
+                                                 fairness_reports=[report])]
+    assert any("region" in t and "calibration difference 0.1" in t for t in banners), banners
