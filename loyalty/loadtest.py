@@ -6,7 +6,9 @@ has open (recommendations.claims marks those; any pending row when all are taken
 detail page (which claims it), step back when that page says someone opened it first, else
 approve it (or, one time in five, override it to the first alternative its row offers) through the decision
 API with the CSRF token. Between clicks a manager pauses `think` seconds, like locust's
-`wait_time = between(...)`.
+`wait_time = between(...)`. As the open queue page does in a browser, each manager also asks
+what changed on the rows it showed (GET /api/recommendations/presence/) every
+PRESENCE_SECONDS.
 
 A 409 is not an error: two managers picked the same row and the second was told someone
 decided first, which is the product doing its job; claims make it rarer, and the managers
@@ -31,6 +33,10 @@ import requests
 PENDING_ROW = re.compile(r'id="rec-(\d+)" class="qrow st-pending')
 UNCLAIMED_ROW = re.compile(r'id="rec-(\d+)" class="qrow st-pending"')
 CLAIMED_NOTE = 'id="claim-note"'
+
+# The desk's default poll interval (settings.QUEUE_PRESENCE_SECONDS).
+PRESENCE_SECONDS = 15.0
+ANY_ROW = re.compile(r'id="rec-(\d+)" class="qrow')
 
 # The first alternative the row's override form offers (never the recommended offer itself).
 OVERRIDE_CHOICE = re.compile(r'name="chosen_offer_code">\s*<option value="([^"]*)"')
@@ -78,6 +84,8 @@ class _Manager:
         self.base, self.username, self.password = base_url.rstrip("/"), username, password
         self.result, self.think, self.rng = result, think, rng
         self.http = requests.Session()
+        self.shown: list[str] = []  # the rows of the last queue page, as the browser has them
+        self.next_presence = 0.0
 
     def _call(self, kind: str, method: str, path: str, **kwargs: Any) -> requests.Response | None:
         start = time.perf_counter()
@@ -106,11 +114,17 @@ class _Manager:
 
     def pause(self) -> None:
         time.sleep(self.rng.uniform(*self.think))
+        if self.shown and time.monotonic() >= self.next_presence:
+            self.next_presence = time.monotonic() + PRESENCE_SECONDS
+            self._call("presence", "GET", "/api/recommendations/presence/", params={"ids": ",".join(self.shown)})
 
     def work(self, deadline: float) -> None:
+        # Staggered like browsers that opened the queue at different moments.
+        self.next_presence = time.monotonic() + self.rng.uniform(0, PRESENCE_SECONDS)
         while time.monotonic() < deadline:
             page = self._call("queue", "GET", "/")
             html = page.text if page is not None and page.status_code == 200 else ""
+            self.shown = ANY_ROW.findall(html)[:200] or self.shown
             rows = UNCLAIMED_ROW.findall(html) or PENDING_ROW.findall(html)
             if not rows:
                 self.pause()

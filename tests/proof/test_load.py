@@ -66,6 +66,8 @@ def test_managers_working_the_queue_lose_nothing_and_store_each_decision_once(se
     assert len(result.decisions) >= 10, figures
     assert load_verify(result, usernames=[u for u, _ in credentials]) == []
     assert figures["all_p95_ms"] < SANITY_P95_MS, figures
+    # Their queue pages asked what changed on their rows, as the desk's script does.
+    assert result.statuses["presence 200"] >= 1, result.statuses
     # What the managers saw is what the table holds: decided rows left the pending queue.
     decided = {rec for rec, _ in result.decisions}
     assert not Recommendation.objects.filter(pk__in=decided, status="pending").exists()
