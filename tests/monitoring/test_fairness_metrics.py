@@ -8,6 +8,7 @@ from fairlearn.metrics import demographic_parity_difference, equalized_odds_diff
 
 from governance.fairness import age_band, fairness_sample_weights, group_metrics
 from recommendations.monitoring import population_stability_index, psi_reference
+from tests.monitoring.synthetic import north_churn_understated
 
 
 def _tiny():
@@ -146,11 +147,7 @@ def test_calibration_gap_by_hand_and_its_difference() -> None:
 def test_a_label_bias_in_one_group_shows_as_its_calibration_gap() -> None:
     """The same true risk everywhere, but the north's churn is recorded 15 points more often:
     a model that learned the other regions overstates nothing there and understates the north."""
-    rng = np.random.default_rng(7)
-    n = 3000
-    groups = rng.choice(["north", "south", "east"], size=n)
-    risk = rng.uniform(0.1, 0.6, size=n)
-    churned = (rng.random(n) < risk + np.where(groups == "north", 0.15, 0.0)).astype(int)
+    groups, risk, churned = north_churn_understated()
     rows, diffs = group_metrics(y_true=churned, y_pred=(risk > 0.5).astype(int), groups={"region": groups},
                                 churn_risk=risk, n_boot=100, seed=2)
     by = {r["value"]: r for r in rows}

@@ -182,17 +182,13 @@ def test_a_group_whose_probabilities_mean_something_else_opens_an_alert(world, r
     """Same true risk everywhere, but the north's churn is understated by 15 points (its history
     is recorded worse): the calibration difference is over the default level, so the north gets
     a fairness alert (which routes its items, governance rules) and the models page a banner."""
-    import numpy as np
-
     from governance.fairness import _alerts_open, group_metrics
     from governance.models import FairnessReport
     from recommendations.monitoring import monitor_alerts
+    from tests.monitoring.synthetic import north_churn_understated
 
-    rng = np.random.default_rng(7)
-    n = 3000
-    groups = rng.choice(["north", "south", "east"], size=n)
-    risk = rng.uniform(0.1, 0.6, size=n)
-    churned = (rng.random(n) < risk + np.where(groups == "north", 0.15, 0.0)).astype(int)
+    groups, risk, churned = north_churn_understated()
+    n = len(groups)
     rows, differences = group_metrics(y_true=churned, y_pred=(risk > 0.5).astype(int), groups={"region": groups},
                                       churn_risk=risk, n_boot=0)
     thresholds = monitor_thresholds()
