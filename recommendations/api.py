@@ -31,7 +31,13 @@ from recommendations.decisions import (
     decision_undo,
     review_claim,
 )
-from recommendations.exports import CONTENT_TYPES, ExportError, feedback_export, model_artifact
+from recommendations.exports import (
+    CONTENT_TYPES,
+    ExportError,
+    feedback_export,
+    model_artifact,
+    queue_export,
+)
 from recommendations.learning import (
     LearningError,
     learning_settings_get,
@@ -357,6 +363,24 @@ class RunExportAPI(APIView):
             raise NotFound(f"Scoring run {pk} does not exist.")
         return file_download(fmt=fmt, filename=f"run-{pk}-recommendations.{fmt}",
                              write=lambda out: run_export(run_id=pk, fmt=fmt, out=out, actor=request.user))
+
+
+class QueueExportAPI(APIView):
+    permission_classes = can("export_data")
+
+    @extend_schema(
+        operation_id="queue_export",
+        summary="Download the filtered queue, every page",
+        description="The items GET /api/recommendations/ lists for the same filters and sort, all of them "
+        "(cursor and limit are ignored), in the queue's order. Audited with the filters and the count.",
+        parameters=[QueueQuerySerializer, ExportQuerySerializer], responses=EXPORT_RESPONSES, tags=["exports"],
+    )
+    def get(self, request: Request) -> FileResponse:
+        fmt = export_format(request)
+        QueueQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
+        filters = QueueFilters.from_params(request.query_params)
+        return file_download(fmt=fmt, filename=f"queue.{fmt}", write=lambda out: queue_export(
+            user=request.user, filters=filters, fmt=fmt, out=out))
 
 
 class FeedbackExportAPI(APIView):

@@ -1,8 +1,9 @@
-"""What data people take away: the feedback the next model learns from, and model artifacts.
+"""What data people take away: the feedback the next model learns from, the filtered queue
+and model artifacts (a run's recommendations: runs.run_export).
 
-(A run's recommendations: runs.run_export.) Every export is audited with counts only, never
-member data. Member ids are the external ids as imported, as in run_export; erased members
-are left out; no free text leaves (managers' reason texts stay in the desk).
+Every export is audited with counts only, never member data. Member ids are the external ids
+as imported, as in run_export (an erased member's is already a keyed token); the feedback
+leaves erased members out, and no free text leaves (managers' reason texts stay in the desk).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from recommendations.features import FEATURE_NAMES
 from recommendations.learning import labeled_examples_load
 from recommendations.model_store import ArtifactIntegrityError, file_sha256
 from recommendations.models import ModelVersion
+from recommendations.queue import QUEUE_EXPORT_COLUMNS, QueueFilters, queue_export_rows
 
 EXPORT_FORMATS = ("csv", "parquet")
 CONTENT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -55,15 +57,29 @@ def feedback_frame() -> pd.DataFrame:
     return frame[[*FEEDBACK_COLUMNS, *FEATURE_NAMES]].reset_index(drop=True)
 
 
-def feedback_export(*, fmt: str, out: IO, actor: Any = None) -> int:
-    """Write feedback_frame as csv (text stream) or parquet (binary stream); returns the rows."""
+def _write_frame(frame: pd.DataFrame, *, fmt: str, out: IO) -> None:
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
-    frame = feedback_frame()
     if fmt == "csv":
         frame.to_csv(out, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     else:
         frame.to_parquet(out, index=False)
+
+
+def queue_export(*, user: Any, filters: QueueFilters, fmt: str, out: IO) -> int:
+    """The filtered queue as this user sees it, every page, as csv or parquet; audited with
+    the filters and the count."""
+    frame = pd.DataFrame.from_records(queue_export_rows(user=user, filters=filters), columns=QUEUE_EXPORT_COLUMNS)
+    _write_frame(frame, fmt=fmt, out=out)
+    audit_log(actor=user, action="export.queue", object_type="queue", object_id="filtered",
+              new={"format": fmt, "rows": len(frame), "filters": filters.to_params()})
+    return len(frame)
+
+
+def feedback_export(*, fmt: str, out: IO, actor: Any = None) -> int:
+    """Write feedback_frame as csv (text stream) or parquet (binary stream); returns the rows."""
+    frame = feedback_frame()
+    _write_frame(frame, fmt=fmt, out=out)
     audit_log(actor=actor, action="export.feedback", object_type="feedback", object_id="all",
               new={"format": fmt, "rows": len(frame),
                    "by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()}})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -306,6 +306,26 @@ def queue_page(
         cursor=cursor,
         statuses=queue_statuses(user=user, filters=filters),
     )
+
+
+# What a queue export holds per item, in order (recommendations.exports writes it).
+QUEUE_EXPORT_COLUMNS = (
+    "recommendation_id", "member_id", "tier", "region", "offer_code", "probability", "interval_low",
+    "interval_high", "expected_value", "ev_low", "ev_high", "priority", "status", "route", "model_version",
+    "created_at",
+)
+
+
+def queue_export_rows(*, user: User, filters: QueueFilters) -> Iterator[tuple]:
+    """Every item the queue shows this user with these filters, in the queue's order: all pages,
+    from the same queryset as the page, so the file holds exactly what the filtered queue does."""
+    rows = queue_queryset(user=user, filters=filters).values_list(
+        "id", "member__member_id", "member__tier", "member__region", "offer__code", "probability", "p_low",
+        "p_high", "expected_value", "ev_low", "ev_high", "priority", "status", "route", "model_version_id",
+        "created_at",
+    )
+    for row in rows.iterator(chunk_size=5000):
+        yield (*row[:4], row[4] or "", *row[5:])
 
 
 # ---------------------------------------------------------------- rows

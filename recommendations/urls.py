@@ -34,6 +34,7 @@ api_urlpatterns = [
     path("recommendations/", api.QueueListAPI.as_view(), name="api-recommendations"),
     path("recommendations/bulk-decide/", api.BulkDecideAPI.as_view(), name="api-recommendations-bulk"),
     path("recommendations/presence/", api.QueuePresenceAPI.as_view(), name="api-recommendations-presence"),
+    path("recommendations/export/", api.QueueExportAPI.as_view(), name="api-recommendations-export"),
     path("recommendations/<int:pk>/", api.QueueDetailAPI.as_view(), name="api-recommendation"),
     path("recommendations/<int:pk>/decide/", api.DecideAPI.as_view(), name="api-recommendation-decide"),
     path("recommendations/<int:pk>/claim/", api.ClaimAPI.as_view(), name="api-recommendation-claim"),

@@ -96,6 +96,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "presence_seconds": settings.QUEUE_PRESENCE_SECONDS,
         "next_url": f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else "",
         "first_url": f"?{urlencode(params)}" if page.cursor else "",
+        "export_query": urlencode({**params, "file_format": "csv"}),
         "here": here,
     }
     return render(request, "recommendations/queue.html", context)

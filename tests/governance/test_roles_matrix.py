@@ -74,6 +74,7 @@ RULES: dict[str, list[Call]] = {
     "api-recommendation-decide": [Call("post", cap("decide"), REC, {"action": "bogus"}, json=True)],
     "api-recommendation-claim": [Call("post", cap("decide"), REC), Call("delete", cap("decide"), REC)],
     "api-recommendations-presence": [Call("get", cap("view_queue"))],
+    "api-recommendations-export": [Call("get", cap("export_data"))],
     "api-decision-undo": [Call("post", cap("decide"), lambda o: {"pk": o["decision"]})],
     "api-runs": [Call("get", cap("view_queue"))],
     "api-run": [Call("get", cap("view_queue"), lambda o: {"pk": o["run"]})],

@@ -117,3 +117,30 @@ def test_run_export_and_model_artifact_downloads(decided, role_users):
     assert refused.status_code == 409 and refused.json()["code"] == "artifact_mismatch"
     assert admin.get("/api/models/999999/artifact/").status_code == 404
     assert client_for(role_users["manager"]).get(f"/api/models/{mv.pk}/artifact/").status_code == 403
+
+
+def test_queue_export_holds_exactly_the_filtered_queue(world, role_users):
+    """Label Studio's complaint (#2164: filtered exports are wrong): the file holds every item
+    the filtered queue lists across its pages, in its order, and nothing else."""
+    from recommendations.queue import QUEUE_EXPORT_COLUMNS
+
+    auditor = client_for(role_users["auditor"])
+    params = {"offer": world.recs["top"].offer.code, "sort": "expected_value", "limit": 1}
+    listed, cursor = [], None
+    while True:  # the API's pages, one item each
+        page = auditor.get("/api/recommendations/", {**params, **({"cursor": cursor} if cursor else {})}).json()
+        listed += [item["id"] for item in page["results"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    response = auditor.get("/api/recommendations/export/", {**params, "file_format": "csv"})
+    assert response.status_code == 200 and 'filename="queue.csv"' in response["Content-Disposition"]
+    frame = pd.read_csv(io.BytesIO(b"".join(response.streaming_content)), dtype={"member_id": str})
+    assert list(frame.columns) == list(QUEUE_EXPORT_COLUMNS)
+    assert frame["recommendation_id"].tolist() == listed and len(listed) >= 1
+    assert set(frame["offer_code"]) == {world.recs["top"].offer.code}
+    audit = AuditEvent.objects.get(action="export.queue")
+    assert audit.new["rows"] == len(listed) and audit.new["filters"]["sort"] == "expected_value"
+    assert client_for(role_users["manager"]).get("/api/recommendations/export/").status_code == 403
+    # The queue page offers the link with its own filters.
+    html = auditor.get("/", {"offer": params["offer"]}).content.decode()
+    assert f"/api/recommendations/export/?offer={params['offer']}&amp;file_format=csv" in html
