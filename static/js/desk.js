@@ -75,7 +75,9 @@
   }
 
   function refreshPresence(url) {
-    var ids = rows().map(function (r) { return r.dataset.id; });
+    var asked = {};
+    rows().forEach(function (r) { asked[r.dataset.id] = r; });
+    var ids = Object.keys(asked);
     if (!ids.length || document.hidden) { return; }
     window.fetch(url + "?ids=" + ids.join(","), { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -83,7 +85,8 @@
         if (!body) { return; }
         body.items.forEach(function (item) {
           var row = document.getElementById("rec-" + item.id);
-          if (!row) { return; }
+          // A row swapped in while the answer travelled (your own decision) is newer than it.
+          if (!row || row !== asked[String(item.id)]) { return; }
           if (item.claimed_by) { markClaimed(row, item.claimed_by); } else { unmarkClaimed(row); }
           markChanged(row, item);
         });
