@@ -21,6 +21,7 @@ from recommendations.learning import labeled_examples_load
 from recommendations.model_store import ArtifactIntegrityError, file_sha256
 from recommendations.models import ModelVersion
 from recommendations.queue import QUEUE_EXPORT_COLUMNS, QueueFilters, queue_export_rows
+from recommendations.tabular import rows_write
 
 EXPORT_FORMATS = ("csv", "parquet")
 CONTENT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -57,29 +58,27 @@ def feedback_frame() -> pd.DataFrame:
     return frame[[*FEEDBACK_COLUMNS, *FEATURE_NAMES]].reset_index(drop=True)
 
 
-def _write_frame(frame: pd.DataFrame, *, fmt: str, out: IO) -> None:
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
-    if fmt == "csv":
-        frame.to_csv(out, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    else:
-        frame.to_parquet(out, index=False)
-
-
 def queue_export(*, user: Any, filters: QueueFilters, fmt: str, out: IO) -> int:
     """The filtered queue as this user sees it, every page, as csv or parquet; audited with
     the filters and the count."""
-    frame = pd.DataFrame.from_records(queue_export_rows(user=user, filters=filters), columns=QUEUE_EXPORT_COLUMNS)
-    _write_frame(frame, fmt=fmt, out=out)
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
+    # Streamed: a filtered queue can hold a million items.
+    count = rows_write(queue_export_rows(user=user, filters=filters), columns=QUEUE_EXPORT_COLUMNS, fmt=fmt, out=out)
     audit_log(actor=user, action="export.queue", object_type="queue", object_id="filtered",
-              new={"format": fmt, "rows": len(frame), "filters": filters.to_params()})
-    return len(frame)
+              new={"format": fmt, "rows": count, "filters": filters.to_params()})
+    return count
 
 
 def feedback_export(*, fmt: str, out: IO, actor: Any = None) -> int:
     """Write feedback_frame as csv (text stream) or parquet (binary stream); returns the rows."""
-    frame = feedback_frame()
-    _write_frame(frame, fmt=fmt, out=out)
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
+    frame = feedback_frame()  # in memory anyway: retraining loads the same rows
+    if fmt == "csv":
+        frame.to_csv(out, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    else:
+        frame.to_parquet(out, index=False)
     audit_log(actor=actor, action="export.feedback", object_type="feedback", object_id="all",
               new={"format": fmt, "rows": len(frame),
                    "by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()}})

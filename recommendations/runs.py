@@ -12,7 +12,6 @@ Correctness comes from Postgres, not from Celery delivering a message exactly on
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from recommendations.models import (
     ScoringChunk,
     ScoringRun,
 )
+from recommendations.tabular import rows_write
 
 logger = logging.getLogger(__name__)
 
@@ -821,17 +821,10 @@ def run_export(
     row (counts and format only, no member data).
     """
     run_get(run_id=run_id)
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(EXPORT_COLUMNS)
-        count = 0
-        for row in run_export_rows(run_id=run_id):
-            writer.writerow(row)
-            count += 1
-    elif fmt == "parquet":
-        count = _export_parquet(run_id=run_id, out=out, batch_rows=batch_rows)
-    else:
+    if fmt not in ("csv", "parquet"):
         raise ScoringError(f"unknown export format {fmt!r}: use csv or parquet")
+    count = rows_write(run_export_rows(run_id=run_id), columns=EXPORT_COLUMNS, fmt=fmt, out=out,
+                       batch_rows=batch_rows)
     audit_log(
         actor=actor,
         action="export.recommendations",
@@ -839,34 +832,6 @@ def run_export(
         object_id=run_id,
         new={"format": fmt, "rows": count},
     )
-    return count
-
-
-def _export_parquet(*, run_id: int, out: IO, batch_rows: int) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("member_id", pa.string()), ("offer_code", pa.string()),
-            ("probability", pa.float64()), ("interval_low", pa.float64()),
-            ("interval_high", pa.float64()), ("expected_value", pa.float64()),
-            ("ev_low", pa.float64()), ("ev_high", pa.float64()),
-            ("status", pa.string()), ("model_version", pa.int64()),
-        ]
-    )
-    count = 0
-    with pq.ParquetWriter(out, schema) as writer:
-        buffer: list[tuple] = []
-        for row in run_export_rows(run_id=run_id):
-            buffer.append(row)
-            if len(buffer) >= batch_rows:
-                writer.write_table(pa.Table.from_pylist([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in buffer], schema))
-                count += len(buffer)
-                buffer = []
-        if buffer or count == 0:
-            writer.write_table(pa.Table.from_pylist([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in buffer], schema))
-            count += len(buffer)
     return count
 
 

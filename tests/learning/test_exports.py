@@ -138,7 +138,9 @@ def test_queue_export_holds_exactly_the_filtered_queue(world, role_users):
     assert list(frame.columns) == list(QUEUE_EXPORT_COLUMNS)
     assert frame["recommendation_id"].tolist() == listed and len(listed) >= 1
     assert set(frame["offer_code"]) == {world.recs["top"].offer.code}
-    audit = AuditEvent.objects.get(action="export.queue")
+    parquet = auditor.get("/api/recommendations/export/", {**params, "file_format": "parquet"})
+    assert pd.read_parquet(io.BytesIO(b"".join(parquet.streaming_content)))["recommendation_id"].tolist() == listed
+    audit = AuditEvent.objects.filter(action="export.queue").first()
     assert audit.new["rows"] == len(listed) and audit.new["filters"]["sort"] == "expected_value"
     assert client_for(role_users["manager"]).get("/api/recommendations/export/").status_code == 403
     # The queue page offers the link with its own filters.

@@ -1,0 +1,46 @@
+"""Streamed rows to a csv or parquet file: exports of any size in bounded memory."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from typing import IO
+
+import pandas as pd
+
+
+def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: IO, batch_rows: int = 50_000) -> int:
+    """Write ``rows`` (tuples in ``columns`` order) as csv to a text stream or parquet to a
+    binary one, ``batch_rows`` at a time (one parquet row group each); returns the count.
+
+    The parquet schema is the first batch's (pandas' inference); later batches are cast to it.
+    """
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        count = 0
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+        return count
+    if fmt != "parquet":
+        raise ValueError(f"unknown export format {fmt!r}: use csv or parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = iter(rows)
+    writer, count = None, 0
+    try:
+        while batch := list(islice(rows, batch_rows)):
+            table = pa.Table.from_pandas(pd.DataFrame.from_records(batch, columns=list(columns)), preserve_index=False,
+                                         schema=writer.schema if writer is not None else None)
+            writer = writer or pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+            count += len(batch)
+        if writer is None:  # no rows: a file with the columns and no row group
+            writer = pq.ParquetWriter(out, pa.schema([(name, pa.string()) for name in columns]))
+    finally:
+        if writer is not None:
+            writer.close()
+    return count
