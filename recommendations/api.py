@@ -32,7 +32,6 @@ from recommendations.decisions import (
     review_claim,
 )
 from recommendations.exports import (
-    CONTENT_TYPES,
     ExportError,
     feedback_export,
     model_artifact,
@@ -73,6 +72,7 @@ from recommendations.serializers import (
     ReviewClaimSerializer,
     ScoringRunSerializer,
 )
+from recommendations.tabular import CONTENT_TYPES
 
 CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="already decided by someone else, or too late")}
 

@@ -8,7 +8,6 @@ leaves erased members out, and no free text leaves (managers' reason texts stay 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,10 +20,7 @@ from recommendations.learning import labeled_examples_load
 from recommendations.model_store import ArtifactIntegrityError, file_sha256
 from recommendations.models import ModelVersion
 from recommendations.queue import QUEUE_EXPORT_COLUMNS, QueueFilters, queue_export_rows
-from recommendations.tabular import rows_write
-
-EXPORT_FORMATS = ("csv", "parquet")
-CONTENT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+from recommendations.tabular import frame_write, rows_write
 
 # One row per label, as recommendations.learning.LabeledExamples holds it, then the features.
 FEEDBACK_COLUMNS = (
@@ -34,7 +30,7 @@ FEEDBACK_COLUMNS = (
 
 
 class ExportError(Exception):
-    """The export cannot be written as asked (unknown format, model artifact missing)."""
+    """The model artifact asked for cannot be served (no such version, file missing)."""
 
 
 def feedback_frame() -> pd.DataFrame:
@@ -61,8 +57,6 @@ def feedback_frame() -> pd.DataFrame:
 def queue_export(*, user: Any, filters: QueueFilters, fmt: str, out: IO) -> int:
     """The filtered queue as this user sees it, every page, as csv or parquet; audited with
     the filters and the count."""
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
     # Streamed: a filtered queue can hold a million items.
     count = rows_write(queue_export_rows(user=user, filters=filters), columns=QUEUE_EXPORT_COLUMNS, fmt=fmt, out=out)
     audit_log(actor=user, action="export.queue", object_type="queue", object_id="filtered",
@@ -72,13 +66,8 @@ def queue_export(*, user: Any, filters: QueueFilters, fmt: str, out: IO) -> int:
 
 def feedback_export(*, fmt: str, out: IO, actor: Any = None) -> int:
     """Write feedback_frame as csv (text stream) or parquet (binary stream); returns the rows."""
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: use csv or parquet")
     frame = feedback_frame()  # in memory anyway: retraining loads the same rows
-    if fmt == "csv":
-        frame.to_csv(out, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    else:
-        frame.to_parquet(out, index=False)
+    frame_write(frame, fmt=fmt, out=out)
     audit_log(actor=actor, action="export.feedback", object_type="feedback", object_id="all",
               new={"format": fmt, "rows": len(frame),
                    "by_source": {str(k): int(v) for k, v in frame["source"].value_counts().items()}})

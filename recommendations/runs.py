@@ -821,8 +821,6 @@ def run_export(
     row (counts and format only, no member data).
     """
     run_get(run_id=run_id)
-    if fmt not in ("csv", "parquet"):
-        raise ScoringError(f"unknown export format {fmt!r}: use csv or parquet")
     count = rows_write(run_export_rows(run_id=run_id), columns=EXPORT_COLUMNS, fmt=fmt, out=out,
                        batch_rows=batch_rows)
     audit_log(

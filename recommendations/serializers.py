@@ -10,6 +10,7 @@ from loyalty.api_fields import StrictBooleanField, StrictFloatField, StrictInteg
 from recommendations.decisions import ACTIONS, REASON_CODES
 from recommendations.models import Decision, ModelVersion, ScoringRun
 from recommendations.queue import CONFIDENCE_BANDS, RISK_BANDS, SORTS
+from recommendations.tabular import EXPORT_FORMATS
 
 
 class DriverSerializer(serializers.Serializer):
@@ -166,7 +167,7 @@ class QueuePresenceSerializer(serializers.Serializer):
 
 class ExportQuerySerializer(serializers.Serializer):
     # Not "format": DRF reads that query parameter to pick a renderer.
-    file_format = serializers.ChoiceField(choices=["csv", "parquet"], default="csv",
+    file_format = serializers.ChoiceField(choices=list(EXPORT_FORMATS), default="csv",
                                           help_text="csv (text/csv) or parquet (application/vnd.apache.parquet)")
 
     def to_internal_value(self, data):

@@ -1,4 +1,8 @@
-"""Streamed rows to a csv or parquet file: exports of any size in bounded memory."""
+"""Exports as csv or parquet: the one place that knows the formats and writes them.
+
+rows_write streams (a run or a queue of any size in bounded memory); frame_write writes a
+frame already in memory. Both refuse an unknown format before writing anything.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,24 @@ from typing import IO
 
 import pandas as pd
 
+EXPORT_FORMATS = ("csv", "parquet")
+CONTENT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+def _format_check(fmt: str) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: use csv or parquet")
+
+
+def frame_write(frame: pd.DataFrame, *, fmt: str, out: IO) -> int:
+    """Write ``frame`` as csv to a text stream or parquet to a binary one; returns the rows."""
+    _format_check(fmt)
+    if fmt == "csv":
+        frame.to_csv(out, index=False, lineterminator="\n")
+    else:
+        frame.to_parquet(out, index=False)
+    return len(frame)
+
 
 def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: IO, batch_rows: int = 50_000) -> int:
     """Write ``rows`` (tuples in ``columns`` order) as csv to a text stream or parquet to a
@@ -16,6 +38,7 @@ def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: 
 
     The parquet schema is the first batch's (pandas' inference); later batches are cast to it.
     """
+    _format_check(fmt)
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
@@ -24,8 +47,6 @@ def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: 
             writer.writerow(row)
             count += 1
         return count
-    if fmt != "parquet":
-        raise ValueError(f"unknown export format {fmt!r}: use csv or parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from recommendations.exports import EXPORT_FORMATS, ExportError, feedback_export
+from recommendations.exports import feedback_export
 from recommendations.management.commands._export import export_to
+from recommendations.tabular import EXPORT_FORMATS
 
 
 class Command(BaseCommand):
@@ -17,8 +18,5 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="file to write (csv default: stdout)")
 
     def handle(self, *args, **options) -> None:
-        try:
-            export_to(self, fmt=options["format"], path=options["out"],
-                      write=lambda out: feedback_export(fmt=options["format"], out=out))
-        except ExportError as exc:
-            raise CommandError(str(exc)) from exc
+        export_to(self, fmt=options["format"], path=options["out"],
+                  write=lambda out: feedback_export(fmt=options["format"], out=out))

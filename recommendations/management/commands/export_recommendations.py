@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recommendations.management.commands._export import export_to
 from recommendations.runs import ScoringError, run_export
+from recommendations.tabular import EXPORT_FORMATS
 
 
 class Command(BaseCommand):
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run", type=int, required=True, help="scoring run id")
-        parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+        parser.add_argument("--format", choices=list(EXPORT_FORMATS), default="csv")
         parser.add_argument("--out", default=None, help="file to write (csv default: stdout)")
 
     def handle(self, *args, **options) -> None:
