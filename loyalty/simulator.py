@@ -38,8 +38,9 @@ The latent process (per member, on a daily grid, vectorized over blocks of membe
   a score 4-5): the onset of a trajectory change is visible in the history, mostly in words,
   so the text of comments carries signal the numbers alone do not.
 
-Offers and historical exposures: each member receives EXPOSURES (2-5) offers at random times, with the
-offer chosen uniformly at random (a randomized campaign, so responses are unconfounded).
+Offers and historical exposures: each member receives EXPOSURES (2-5) offers at random times
+up to as_of, with the offer chosen uniformly at random (a randomized campaign, so responses are
+unconfounded).
 The member redeems (an ``offer_redeemed`` event with the same code within
 RESPONSE_WINDOW_DAYS) with a probability that depends on observable state at send time:
 discounts work on price-sensitive low tiers with small baskets, bonus points on members who
@@ -525,11 +526,15 @@ def _simulate_block(
     f_sec = np.concatenate([f_sec, td * _DAY + rng.integers(8 * 3600, 23 * 3600, len(tm))])
     nf = len(fm)
 
-    # Randomized offer exposures: 1-3 per member, uniform offer, uniform time in history.
+    # Randomized offer exposures: EXPOSURES per member, uniform offer, uniform time in the
+    # history up to as_of, as a running campaign sends them. (They once stopped a response
+    # window before as_of: then every member looked offer-starved at scoring against the
+    # training snapshot, and a fresh program raised a drift alert on its offer features.)
+    # A response to a late send falls in the horizon, with the future events.
     n_exp = rng.integers(EXPOSURES[0], EXPOSURES[1] + 1, n)
     em = np.repeat(np.arange(n), n_exp)
     ne = len(em)
-    hi_day = max(h - RESPONSE_WINDOW_DAYS - 1, 1)
+    hi_day = max(h, 2)
     lo_day = np.clip(np.maximum(join_day[em], min(30, hi_day - 1)), 0, hi_day - 1)
     ed = (lo_day + rng.random(ne) * (hi_day - lo_day)).astype(np.int64)
     eo = rng.integers(0, len(OFFER_CODES), ne)

@@ -44,6 +44,9 @@ from recommendations.text import NEGATIVE_AT, comment_sentiments
 
 TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2, "platinum": 3}
 NO_HISTORY_DAYS = 730.0  # "days since" value for a member with no such event on record
+# The longest count window: a snapshot with less recorded history than this annualizes its
+# counts (history_start in build_features).
+LONGEST_WINDOW_DAYS = 365
 DAY_NS = 86_400 * 10**9
 # Current form (_current_form): weeks of history it reads, how much a member's log visit length
 # varies from visit to visit around their level at the time (sd 0.3) and how far that level

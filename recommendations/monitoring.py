@@ -8,11 +8,14 @@ governance.services.model_drift_record (so routing sees it).
 
 Definitions (also shown on the page):
 
-* PSI of a feature = sum over bins of (a - e) * ln(a / e), with e the training share and a
+* PSI of a feature = sum over bins of (a - e) * ln(a / e), with e the reference share and a
   the scored share of the bin (shares floored at 1e-4). Bins are the deciles of the feature
-  in the training snapshot (the consenting members' features at as_of - horizon, which
-  recommendations.services.model_version_train also takes the schema's ranges from),
-  stored at train time in ``feature_schema["features"][i]["psi_bins"]`` ({"edges", "shares"}).
+  in the training snapshot (the consenting members' features at as_of - horizon, exactly as
+  the model trained on them, which the schema's ranges also come from), or, when less than a
+  year of history lay behind that snapshot, in the same members at as_of
+  (services.drift_reference says why), stored at train time in
+  ``feature_schema["features"][i]["psi_bins"]`` ({"edges", "shares"}) with
+  ``feature_schema["drift_reference"]``.
   A model trained before that was stored has no bins: its reference is then the features of
   its FIRST succeeded scoring run (so drift is measured from the first run on; the first
   run's own PSI is 0). The model's PSI is the largest feature PSI: one shifted input is
@@ -456,6 +459,14 @@ def _succeeded_runs(model_version_id: int):
     return ScoringRun.objects.filter(model_version_id=model_version_id, status=ScoringRun.Status.SUCCEEDED)
 
 
+# What a stored reference is (recommendations.services.drift_reference). Models stored before
+# the choice existed used the training snapshot.
+REFERENCE_LABELS = {
+    "training": "the training snapshot",
+    "as_of": "the members at the model's as_of {at} (its training snapshot had less than a year of history)",
+}
+
+
 def drift_measure(*, model_version_id: int, run_id: int | None = None) -> DriftResult | None:
     """PSI of each feature of a run (default: the model's latest succeeded run) against the
     training distribution (see the module docstring); None when the model has no run."""
@@ -469,7 +480,8 @@ def drift_measure(*, model_version_id: int, run_id: int | None = None) -> DriftR
     X = run_feature_matrix(run, n_features=len(names))
     if all("psi_bins" in f for f in schema):
         references = [f["psi_bins"] for f in schema]
-        label = "training"
+        stored = (mv.feature_schema or {}).get("drift_reference") or {"snapshot": "training"}
+        label = REFERENCE_LABELS[stored["snapshot"]].format(at=stored.get("at", "?"))
     else:
         first = runs.order_by("as_of", "id").first()
         X_ref = X if first.pk == run.pk else run_feature_matrix(first, n_features=len(names))

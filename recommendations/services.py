@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.audit import audit_log
-from recommendations.features import FEATURE_SPEC, build_features
+from recommendations.features import FEATURE_SPEC, LONGEST_WINDOW_DAYS, build_features
 from recommendations.model_store import bundle_save
 from recommendations.models import ModelVersion
 from recommendations.selectors import member_frames_load, offer_terms_list
@@ -25,7 +25,9 @@ from recommendations.training import (
     HGB_PARAMS,
     RESPONSE_PARAMS,
     RF_PARAMS,
+    population_at,
     train_bundle,
+    training_features,
 )
 
 
@@ -73,14 +75,16 @@ def _status_entry(status: str, actor, reason: str) -> dict:
     return {"at": timezone.now().isoformat(), "status": status, "by": _actor_label(actor), "reason": reason}
 
 
-def feature_schema(features: pd.DataFrame) -> dict:
+def feature_schema(features: pd.DataFrame, *, drift_reference: pd.DataFrame, drift_reference_at: dict) -> dict:
     """Ordered feature schema with the range seen in training (what-if clamps to it) and the
-    training distribution's decile bins ("psi_bins": the drift monitor's reference)."""
+    drift monitor's reference: decile bins ("psi_bins") of ``drift_reference``, which
+    ``drift_reference_at`` describes (see drift_reference)."""
     from recommendations.monitoring import psi_reference
 
     rows = []
     for spec in FEATURE_SPEC:
         column = features[spec.name] if spec.name in features else pd.Series(dtype=float)
+        reference = drift_reference[spec.name] if spec.name in drift_reference else pd.Series(dtype=float)
         rows.append({
             "name": spec.name,
             "min": float(column.min()) if len(column) else spec.min,
@@ -88,9 +92,28 @@ def feature_schema(features: pd.DataFrame) -> dict:
             "text": spec.text,
             "actionable": spec.actionable,
             "protected": spec.protected,
-            "psi_bins": psi_reference(column.to_numpy(float)),
+            "psi_bins": psi_reference(reference.to_numpy(float)),
         })
-    return {"features": rows}
+    return {"features": rows, "drift_reference": drift_reference_at}
+
+
+def drift_reference(
+    members: pd.DataFrame, events: pd.DataFrame, *, as_of: date, t0: date, train_features: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
+    """The population a model's runs are compared with for drift, and what it is.
+
+    The training snapshot (features at t0 = as_of - horizon) when a full year of history lay
+    behind it. Otherwise its year-long counts were annualized from a shorter history, and a
+    handful of offers or comments scaled by 365/275 falls in other bins than whole counts do,
+    so a program with one year of history would raise a drift alert on its first run: the
+    reference is then the same members at as_of, as the model's first run sees them."""
+    first_event = pd.to_datetime(events["occurred_at"], utc=True).min() if len(events) else None
+    full_year = first_event is not None and first_event <= pd.Timestamp(
+        t0 - timedelta(days=LONGEST_WINDOW_DAYS), tz="UTC")
+    if full_year:
+        return train_features, {"snapshot": "training", "at": t0.isoformat()}
+    at = pd.Timestamp(as_of, tz="UTC")
+    return build_features(population_at(members, events, at), events, at), {"snapshot": "as_of", "at": as_of.isoformat()}
 
 
 def model_version_train(
@@ -133,7 +156,8 @@ def model_version_train(
         horizon_days=horizon_days, algorithm=algorithm, seed=seed, labeled_examples=labeled_examples,
     )
     path, sha = bundle_save(bundle, settings.ARTIFACT_DIR)
-    train_features = build_features(members, events, pd.Timestamp(t0, tz="UTC"))
+    train_features = training_features(members, events, as_of=pd.Timestamp(as_of, tz="UTC"), horizon_days=horizon_days)
+    reference, reference_at = drift_reference(members, events, as_of=as_of, t0=t0, train_features=train_features)
     params = {
         "engagement": HGB_PARAMS if algorithm == "hgb" else RF_PARAMS,
         "response": RESPONSE_PARAMS if bundle.response_model is not None else None,
@@ -157,7 +181,7 @@ def model_version_train(
             algorithm=algorithm,
             artifact_path=path,
             sha256=sha,
-            feature_schema=feature_schema(train_features),
+            feature_schema=feature_schema(train_features, drift_reference=reference, drift_reference_at=reference_at),
             as_of=as_of,
             horizon_days=horizon_days,
             train_start=t0,

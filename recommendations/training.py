@@ -218,6 +218,26 @@ class EngagementInterval(IntervalCalibrator):
         return p, np.minimum(bounds[:, 0], p), np.maximum(bounds[:, 1], p)
 
 
+def population_at(members: pd.DataFrame, events: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
+    """The members as they were at ``t`` (points balance rewound), without those who had not
+    joined yet: their "no history" would mean "not yet a member", not "stopped buying"."""
+    joined = pd.to_datetime(members["joined_at"], errors="coerce", utc=True)
+    return members_at(members[~(joined >= t).to_numpy()], events, t)
+
+
+def training_features(
+    members: pd.DataFrame, events: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int
+) -> pd.DataFrame:
+    """The engagement model's training snapshot exactly as train_bundle builds it (at as_of -
+    horizon, counts annualized over the recorded history): what a model's stored feature ranges
+    and drift reference describe. Built from anything else, the reference would differ from the
+    model's own training data and a fresh program would raise drift alerts."""
+    t0 = pd.Timestamp(as_of) - pd.Timedelta(days=horizon_days)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    population = population_at(members, events, t0)
+    return build_features(population, events, t0, history_start=_history_start(events))
+
+
 def _engagement_window(
     members: pd.DataFrame, events: pd.DataFrame, t: pd.Timestamp, horizon_days: int, history_start
 ) -> dict[str, Any]:
@@ -226,8 +246,7 @@ def _engagement_window(
     half where the program records no app sessions)."""
     # Members who had not joined by t cannot be scored at t: their "no history" would mean
     # "not yet a member", not "stopped buying".
-    joined = pd.to_datetime(members["joined_at"], errors="coerce", utc=True)
-    population = members_at(members[~(joined >= t).to_numpy()], events, t)
+    population = population_at(members, events, t)
     activity = window_activity(population, events, t, horizon_days)
     activity["purchases_early"] = purchase_counts(population, events, t, HINDSIGHT_PURCHASE_DAYS).to_numpy()
     return {

@@ -203,3 +203,31 @@ def test_a_group_the_interval_misses_is_flagged_on_the_models_page() -> None:
                             fairness_reports=[report])
     texts = [a["text"] for a in alerts if "covers" in a["text"]]
     assert len(texts) == 1 and "region = north" in texts[0]
+
+
+@pytest.mark.parametrize(("history_days", "snapshot"), [(540, "training"), (300, "as_of")])
+def test_the_drift_reference_is_the_training_snapshot_only_with_a_year_of_history_behind_it(
+    history_days: int, snapshot: str
+) -> None:
+    # A training snapshot with less than a year behind it annualizes its yearly counts, which
+    # then fall in other bins than the whole counts of a run: it would raise a false alarm.
+    from datetime import date, timedelta
+
+    import pandas as pd
+
+    from recommendations.features import build_features
+    from recommendations.services import drift_reference
+    from recommendations.training import population_at, training_features
+    from tests.recommendations.synth import synth_frames
+
+    members, events = synth_frames(n_members=300, days=history_days, end="2024-07-01")
+    as_of, horizon = date(2024, 7, 1), 90
+    t0 = as_of - timedelta(days=horizon)
+    at = pd.Timestamp(as_of, tz="UTC")
+    train = training_features(members, events, as_of=at, horizon_days=horizon)
+    reference, about = drift_reference(members, events, as_of=as_of, t0=t0, train_features=train)
+    if snapshot == "training":
+        assert about == {"snapshot": "training", "at": t0.isoformat()} and reference is train
+    else:
+        assert about == {"snapshot": "as_of", "at": as_of.isoformat()}
+        pd.testing.assert_frame_equal(reference, build_features(population_at(members, events, at), events, at))
