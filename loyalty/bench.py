@@ -544,6 +544,9 @@ def bench_inner(options: BenchOptions, *, log: Callable[[str], None]) -> dict:
         sample = {"max_members": options.train_members} if options.train_members else {}
         model = model_version_train(as_of=program.as_of, horizon_days=program.horizon_days, **sample)
     results["train_members"] = model.params.get("train_members")
+    # The model's size sets the bare compute rate: early stopping picks it, sample by sample.
+    results["engagement_trees"] = model.metrics.get("n_iter")
+    results["response_trees"] = sum(((model.metrics.get("response") or {}).get("n_iter") or {}).values()) or None
     run_id = _run_scoring(options, as_of=program.as_of, mode=mode, results=results, log=log)
     _chunk_profile(run_id=run_id, results=results, log=log)
     _quality(run_id, program, results)
@@ -714,6 +717,8 @@ LABELS = [
     ("policy_random_capture", "random offer / oracle", ""),
     ("recs_per_s", "end-to-end scoring", "recs/s"),
     ("bare_recs_per_s", "bare compute, one core", "recs/s"),
+    ("engagement_trees", "engagement model trees (early stopping)", ""),
+    ("response_trees", "response models' trees, all offers", ""),
     ("bare_ratio", "end-to-end / bare", ""),
     ("seed_rf_recs_per_s", "seed setup (RF 100 trees + TreeSHAP)", "recs/s"),
     ("recs_per_cpu_s", "end-to-end per CPU second (workers + their Postgres backends)", "recs"),

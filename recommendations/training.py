@@ -450,6 +450,12 @@ def train_bundle(
         response_metrics["n_train"] = int(part["train"].sum())
         response_metrics["n_labeled_examples"] = int(len(resp_rows))
         response_metrics["n_holdout"] = int(part["holdout"].sum())
+        # Trees per offer's model (early stopping sets them): with the engagement model's
+        # n_iter, what a recommendation costs to score.
+        response_metrics["n_iter"] = {
+            code: int(getattr(m, "n_iter_", getattr(m, "n_estimators", 0)))
+            for code, m in zip(response_model.offer_codes, response_model.models, strict=True)
+        }
     train_seconds = time.perf_counter() - started
 
     bundle = ModelBundle(

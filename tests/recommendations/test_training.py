@@ -23,6 +23,11 @@ def test_training_stores_metrics(trained):
     assert set(bundle.offer_codes) == {o.code for o in OFFERS}
     assert metrics["response"]["auc"] > 0.6
     assert 0.0 <= metrics["interval_coverage"] <= 1.0
+    # The models' sizes (what a recommendation costs to score) are stored with them.
+    assert metrics["n_iter"] == bundle.engagement_model.n_iter_ > 0
+    assert metrics["response"]["n_iter"] == {
+        code: m.n_iter_ for code, m in zip(bundle.response_model.offer_codes, bundle.response_model.models, strict=True)
+    }
 
 
 def test_calibration_is_sane(trained):
