@@ -87,11 +87,34 @@ def recommendation_priority(
 
     Works elementwise on arrays; the review queue sorts by it, highest first.
     """
-    probability = np.asarray(probability, dtype=np.float64)
+    at_risk, uncertainty = _priority_terms(probability=probability, p_low=p_low, p_high=p_high, member_value=member_value)
+    return np.asarray(offer_cost, np.float64) + at_risk + uncertainty
+
+
+def _priority_terms(*, probability, p_low, p_high, member_value) -> tuple[np.ndarray, np.ndarray]:
+    """(value at risk, uncertainty in value) of recommendation_priority."""
     width = np.clip(np.asarray(p_high, np.float64) - np.asarray(p_low, np.float64), 0.0, 1.0)
     value = np.maximum(np.asarray(member_value, np.float64), 0.0)
-    churn = np.clip(1.0 - probability, 0.0, 1.0)
-    return np.asarray(offer_cost, np.float64) + value * churn + value * width
+    churn = np.clip(1.0 - np.asarray(probability, dtype=np.float64), 0.0, 1.0)
+    return value * churn, value * width
+
+
+def recommendation_priority_parts(rec: Recommendation, features: pd.DataFrame) -> dict[str, float] | None:
+    """A stored recommendation's cost of a wrong decision split into its terms, for the people
+    who read it: member value (from the feature snapshot it was scored on), value at risk,
+    uncertainty, and the offer cost as what remains (the cost when it was scored, whatever the
+    catalog says now). None when the snapshot has no member value or the parts do not add up
+    (a priority from another formula)."""
+    if "spend_365d" not in features:
+        return None
+    value = float(member_values(features)[0])
+    at_risk, uncertainty = (float(t) for t in _priority_terms(
+        probability=rec.probability, p_low=rec.p_low, p_high=rec.p_high, member_value=value))
+    offer_cost = float(rec.priority) - at_risk - uncertainty
+    if offer_cost < -0.005:
+        return None
+    return {"member_value": max(value, 0.0), "value_at_risk": at_risk, "uncertainty": uncertainty,
+            "offer_cost": max(offer_cost, 0.0), "interval_width": min(max(rec.p_high - rec.p_low, 0.0), 1.0)}
 
 
 def recommendation_route(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
+import pandas as pd
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -48,6 +49,7 @@ from recommendations.queue import (
     recommendation_drivers,
     recommendation_get,
 )
+from recommendations.runs import recommendation_priority_parts
 from recommendations.selectors import as_of_instant
 
 PAGE_SIZE = 50
@@ -162,6 +164,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "recent_comments": member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),
         "comments_drive": any(d["feature"] in TEXT_FEATURES for d in drivers),
         "features": [{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
+        "priority_parts": recommendation_priority_parts(rec, pd.DataFrame([feats[:n]], columns=names[:n])),
         "reasons": reason_texts(rec.route_reasons),
         "alternatives": sorted(rec.alternatives or [], key=lambda a: -float(a.get("ev", 0.0))),
         "metrics": metrics,

@@ -142,3 +142,25 @@ def test_bulk_approve_confirms_count_then_reports_refusals(world, role_users):
     assert "Approved 2 of 3 selected." in done
     assert f"#{world.recs['stakes'].pk}: high-stakes offer" in done
     assert Recommendation.objects.get(pk=world.recs["stakes"].pk).status == "pending"
+
+
+def test_detail_page_explains_the_cost_of_a_wrong_decision(world, role_users):
+    from recommendations.runs import recommendation_priority
+    from tests.desk.factories import FEATURES, make_rec
+
+    # The snapshot's third feature becomes the member's yearly spend: 1200.
+    world.model.feature_schema = {"features": [
+        {"name": "spend_365d" if n == "points_balance" else n, "min": 0, "max": 100} for n in FEATURES]}
+    world.model.save(update_fields=["feature_schema"])
+    priority = float(recommendation_priority(probability=0.3, p_low=0.1, p_high=0.5, offer_cost=5.0, member_value=1200.0))
+    rec = make_rec(run=world.run, offer=world.bonus, probability=0.3, width=0.4, priority=priority)
+    html = logged_in(role_users, "manager").get(reverse("desk-detail", args=[rec.pk])).content.decode()
+    text = " ".join(html.split())
+    assert ("1,325.00 EUR <span class=\"muted\" id=\"priority-parts\">= offer cost 5.00 + 840.00 at risk (churn "
+            "risk 70% of a member who spent 1,200.00 in a year) + 480.00 for the model's doubt (its 90% interval "
+            "is 40% wide)") in text
+
+    # A priority its parts do not add up to (another formula) is shown without a breakdown.
+    odd = make_rec(run=world.run, offer=world.bonus, probability=0.3, width=0.4, priority=10.0)
+    html = logged_in(role_users, "manager").get(reverse("desk-detail", args=[odd.pk])).content.decode()
+    assert "10.00 EUR" in html and 'id="priority-parts"' not in html
