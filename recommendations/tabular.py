@@ -37,6 +37,9 @@ def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: 
     binary one, ``batch_rows`` at a time (one parquet row group each); returns the count.
 
     The parquet schema is the first batch's (pandas' inference); later batches are cast to it.
+    So a column must not be all None in the first batch (its type would be unknown and a later
+    value could not be cast): that is refused, naming the column, before anything is written.
+    The callers map a missing value to "" (no offer) and have no other nullable column.
     """
     _format_check(fmt)
     if fmt == "csv":
@@ -56,7 +59,12 @@ def rows_write(rows: Iterable[tuple], *, columns: Sequence[str], fmt: str, out: 
         while batch := list(islice(rows, batch_rows)):
             table = pa.Table.from_pandas(pd.DataFrame.from_records(batch, columns=list(columns)), preserve_index=False,
                                          schema=writer.schema if writer is not None else None)
-            writer = writer or pq.ParquetWriter(out, table.schema)
+            if writer is None:
+                untyped = [field.name for field in table.schema if pa.types.is_null(field.type)]
+                if untyped:
+                    raise ValueError(f"export column(s) {', '.join(untyped)} have no value in the first "
+                                     f"{len(batch)} rows: their parquet type is unknown")
+                writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)
             count += len(batch)
         if writer is None:  # no rows: a file with the columns and no row group

@@ -146,3 +146,21 @@ def test_queue_export_holds_exactly_the_filtered_queue(world, role_users):
     # The queue page offers the link with its own filters.
     html = auditor.get("/", {"offer": params["offer"]}).content.decode()
     assert f"/api/recommendations/export/?offer={params['offer']}&amp;file_format=csv" in html
+
+
+def test_parquet_is_written_in_row_groups_with_the_first_batchs_types() -> None:
+    from recommendations.tabular import rows_write
+
+    rows = [(1, "M1", "", 0.5), (2, "M2", "B500", 0.25), (3, "M3", "", 1.0)]
+    out = io.BytesIO()
+    assert rows_write(iter(rows), columns=["id", "member_id", "offer_code", "p"], fmt="parquet", out=out, batch_rows=2) == 3
+    out.seek(0)
+    assert list(pd.read_parquet(out).itertuples(index=False, name=None)) == rows
+
+    # A column with no value in the first batch has no type a later value could be cast to:
+    # refused with its name before anything is written.
+    out = io.BytesIO()
+    with pytest.raises(ValueError, match="export column.s. decided_at have no value in the first 2 rows"):
+        rows_write(iter([(1, None), (2, None), (3, "2026-06-30")]), columns=["id", "decided_at"], fmt="parquet",
+                   out=out, batch_rows=2)
+    assert out.getvalue() == b""
