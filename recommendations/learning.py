@@ -25,7 +25,7 @@ admin-editable, audited) and goes into the TRAINING split of train_bundle only
 (``labeled_examples``). Examples of members in the evaluation partition (a hash of
 pseudo_id) are never trained on: champion and challenger are both scored on them, the same
 rows for both, and the gate compares AUC, Brier, interval coverage, agreement with the
-managers' offer choices and fairness differences (fairlearn: demographic parity and
+offers the managers chose when they overrode, and fairness differences (fairlearn: demographic parity and
 equalized odds differences by region, tier, gender and age band). With too few labeled evaluation
 rows the gate falls back to the two models' own held-out metrics (same member split: same
 seed and population).
@@ -450,7 +450,8 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
 
     Engagement rows: AUC, Brier, binned interval coverage, fairness differences of the
     decision "engaged" (probability >= 0.5) by each column of ``groups`` (aligned with the
-    rows). Rows with a manager's offer label: agreement of the bundle's best offer with it.
+    rows). Rows of a manager's override: agreement of the bundle's best offer with the
+    manager's choice.
     """
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
@@ -478,7 +479,15 @@ def bundle_evaluate(bundle: Any, examples: pd.DataFrame, groups: pd.DataFrame, o
         out["coverage"] = float(
             interval_coverage_binned(y[realized], p[realized], scored.p_low[realized], scored.p_high[realized])
         ) if realized.sum() >= 100 else None
-    labeled = examples["label_offer_code"].notna().to_numpy() if "label_offer_code" in examples else np.zeros(0, bool)
+    # Agreement with the managers only on their OVERRIDES: an override says the recommended
+    # offer was clearly wrong and names a better one. An approval only says the shown offer
+    # was not clearly worse, so "agreeing" with it measures closeness to the model that made
+    # the recommendation (simulate_loop, seed 2: the first model 1.000 on its own approvals),
+    # which favours whichever of champion and challenger changed least.
+    labeled = (
+        (examples["label_offer_code"].notna() & (examples["decision_action"] == Decision.Action.OVERRIDE)).to_numpy()
+        if "label_offer_code" in examples and "decision_action" in examples else np.zeros(0, bool)
+    )
     if labeled.any():
         rows = examples[labeled].drop_duplicates("recommendation_id")
         scored = score_features(bundle, rows[FEATURE_NAMES].set_axis(np.arange(len(rows))), offers)
@@ -528,10 +537,9 @@ def models_compare(
     if n_eng >= cfg.min_evaluation_examples and classes == 2:
         offers = offer_terms_list(active_only=True)
         groups = _groups_for(evaluation)
-        # Agreement with the managers' offer choices only on recommendations neither model
-        # made: on its own recommendations the champion agrees with every approval by
-        # construction (the manager approved what it showed), which no challenger can match
-        # even when it picks better offers.
+        # Agreement with the managers' overrides only on recommendations neither model made:
+        # on its own recommendations the champion picked the rejected offer by construction,
+        # which would hand any challenger the comparison.
         neutral = ~evaluation["model_version_id"].isin([champion.pk, challenger.pk])
         evaluation = evaluation.assign(label_offer_code=evaluation["label_offer_code"].where(neutral))
         result = {"basis": "labeled evaluation examples (decision feedback and realized outcomes)"}

@@ -178,6 +178,39 @@ def test_gate_rejects_a_worse_challenger_and_passes_within_tolerance(db):
     assert not passed and "paired noise 1.96 SE 0.0980" in reasons[0]
 
 
+def test_agreement_with_managers_counts_overrides_not_approvals():
+    """An approval says the shown offer was not clearly worse, not that another would be
+    wrong: only overrides (a rejected offer and a named better one) measure agreement."""
+    from recommendations.features import FEATURE_NAMES, build_features, frames_from_program
+    from recommendations.learning import bundle_evaluate
+    from recommendations.quality import offer_terms
+    from recommendations.scoring import score_features
+    from recommendations.training import train_bundle
+
+    program = simulate_program(members=400, seed=4)
+    members, events = frames_from_program(program.members, program.events)
+    offers = offer_terms(program.offers)
+    as_of = pd.Timestamp(program.as_of, tz="UTC")
+    bundle, _ = train_bundle(members=members, events=events, offers=offers, as_of=as_of,
+                             horizon_days=program.horizon_days)
+    features = build_features(members, events, as_of)[FEATURE_NAMES].head(40).reset_index(drop=True)
+    codes = np.array([o.code for o in offers] + [""])
+    picked = codes[score_features(bundle, features, offers).offer_index]
+    other = np.array([codes[(list(codes).index(c) + 1) % len(codes)] for c in picked])
+    # 20 approvals of offers the bundle would not pick; 20 overrides, the bundle picks the
+    # manager's offer in the first 15 of them.
+    action = np.array(["approve"] * 20 + ["override"] * 20)
+    label = np.where(np.arange(40) < 35, picked, other)
+    label[:20] = other[:20]
+    examples = features.assign(engaged=np.nan, recommendation_id=np.arange(40), label_offer_code=label,
+                               decision_action=action)
+    result = bundle_evaluate(bundle, examples, pd.DataFrame(index=examples.index), offers)
+    assert result["policy_n"] == 20
+    assert result["policy_agreement"] == pytest.approx(15 / 20)
+    assert bundle_evaluate(bundle, examples[examples["decision_action"] == "approve"],
+                           pd.DataFrame(index=range(20)), offers).get("policy_n") is None
+
+
 def _decisions_and_groups(n: int, seed: int):
     rng = np.random.default_rng(seed)
     groups = pd.DataFrame({"region": rng.choice(["north", "south", "east"], size=n)})
