@@ -461,6 +461,50 @@ def _succeeded_runs(model_version_id: int):
 
 # What a stored reference is (recommendations.services.drift_reference). Models stored before
 # the choice existed used the training snapshot.
+# The model's holdout metrics as a loyalty manager reads them on an item's page: plain words,
+# percentages and counts, in this order. Every other stored metric follows under "all
+# recorded metrics" (data people get them all from the models page and the API as well).
+MODEL_METRIC_SUMMARY: list[tuple[str, str, str]] = [
+    ("auc", "Ranks who engages above who does not (AUC: 0.5 is chance, 1 is perfect)", "ratio"),
+    ("accuracy", "Right about engaging or not, at a 50% cut", "percent"),
+    ("precision", "Of members it called engaged, engaged", "percent"),
+    ("recall", "Of members who engaged, called engaged", "percent"),
+    ("brier", "Brier score (squared error of the probability; lower is better)", "ratio"),
+    ("interval_coverage", "Held-out members whose 90% interval held the truth", "percent"),
+    ("interval_mean_width", "Average width of the 90% interval", "percent"),
+    ("base_rate", "Members who engaged in the training window", "percent"),
+    ("n_train", "Members trained on", "count"),
+    ("n_holdout", "Members held out to test it", "count"),
+    ("train_seconds", "Training time (seconds)", "seconds"),
+]
+
+
+def metric_text(value: Any, kind: str = "") -> str:
+    """One metric as text: a percentage, a count with separators, or 3 decimals."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if not math.isfinite(value):
+        return "–"
+    if kind == "percent":
+        return f"{value * 100:.1f}%"
+    if kind == "seconds":
+        return f"{value:,.1f}"
+    if kind == "count" or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def model_metric_rows(metrics: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(summary, others): the summary in MODEL_METRIC_SUMMARY's words, then every other
+    scalar metric under its stored key, each as {"label", "value"}."""
+    scalars = {k: v for k, v in (metrics or {}).items() if not isinstance(v, dict | list)}
+    summary = [{"label": label, "value": metric_text(scalars[key], kind)}
+               for key, label, kind in MODEL_METRIC_SUMMARY if key in scalars]
+    shown = {key for key, _label, _kind in MODEL_METRIC_SUMMARY}
+    others = [{"label": key, "value": metric_text(value)} for key, value in scalars.items() if key not in shown]
+    return summary, others
+
+
 REFERENCE_LABELS = {
     "training": "the training snapshot",
     "as_of": "the members at the model's as_of {at} (its training snapshot had less than a year of history)",

@@ -30,6 +30,7 @@ from recommendations.decisions import (
 )
 from recommendations.features import TEXT_FEATURES
 from recommendations.models import Decision, Recommendation
+from recommendations.monitoring import model_metric_rows
 from recommendations.queue import (
     InvalidCursor,
     QueueFilters,
@@ -154,7 +155,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     drivers = recommendation_drivers(rec, names, top=3)
     recommended_code = rec.offer.code if rec.offer else None
-    metrics = {k: v for k, v in (rec.model_version.metrics or {}).items() if not isinstance(v, dict | list)}
+    metric_summary, metric_others = model_metric_rows(rec.model_version.metrics)
     context = {
         "rec": rec,
         "member": rec.member,
@@ -167,7 +168,8 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "priority_parts": recommendation_priority_parts(rec, pd.DataFrame([feats[:n]], columns=names[:n])),
         "reasons": reason_texts(rec.route_reasons),
         "alternatives": sorted(rec.alternatives or [], key=lambda a: -float(a.get("ev", 0.0))),
-        "metrics": metrics,
+        "metric_summary": metric_summary,
+        "metric_others": metric_others,
         "decisions": decision_history(recommendation_id=rec.pk),
         "can_decide": can_decide,
         "claimed_by": claimed_by,

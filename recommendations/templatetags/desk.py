@@ -41,8 +41,3 @@ def churn(probability: float | None) -> str:
     if probability is None:
         return "–"
     return f"{(1 - float(probability)) * 100:.0f}%"
-
-
-@register.filter
-def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

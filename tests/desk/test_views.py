@@ -125,7 +125,7 @@ def test_detail_page_charts_audit_and_no_pii(world, role_users):
         # Plain dicts, not go.Figure: plotly itself must accept each one.
         go.Figure(response.context[chart.replace("chart-", "").replace("alternatives", "alt") + "_chart"])
     assert len(response.context["shap_chart"]["data"][0]["x"]) == len(response.context["shap_chart"]["data"][0]["y"])
-    assert "vendor/plotly.min.js" in html and "interval_coverage" in html and "EV above 50" in html
+    assert "vendor/plotly.min.js" in html and "EV above 50" in html
     assert rec.member.name not in html and rec.member.email not in html and "1980" not in html
     assert_no_inline_script(html)
     audit = AuditEvent.objects.get(action="member.view")
@@ -164,3 +164,19 @@ def test_detail_page_explains_the_cost_of_a_wrong_decision(world, role_users):
     odd = make_rec(run=world.run, offer=world.bonus, probability=0.3, width=0.4, priority=10.0)
     html = logged_in(role_users, "manager").get(reverse("desk-detail", args=[odd.pk])).content.decode()
     assert "10.00 EUR" in html and 'id="priority-parts"' not in html
+
+
+def test_detail_page_states_model_metrics_in_plain_words(world, role_users):
+    world.model.metrics = {"auc": 0.8123, "interval_coverage": 0.887, "n_train": 1065.0, "n_iter": 27.0,
+                           "shap_rows_per_s": 23838.4, "offer_policy": "learned", "response": {"auc": 0.7}}
+    world.model.save(update_fields=["metrics"])
+    rec = world.recs["top"]
+    html = logged_in(role_users, "manager").get(reverse("desk-detail", args=[rec.pk])).content.decode()
+    text = " ".join(html.split())
+    assert "<dt>Ranks who engages above who does not (AUC: 0.5 is chance, 1 is perfect)</dt><dd>0.812</dd>" in text
+    assert "<dt>Held-out members whose 90% interval held the truth</dt><dd>88.7%</dd>" in text
+    assert "<dt>Members trained on</dt><dd>1,065</dd>" in text
+    # Everything else under its stored key, counts without decimals; nested metrics stay out.
+    assert "<summary>All recorded metrics</summary>" in text
+    assert "<dt>n_iter</dt><dd>27</dd>" in text and "<dt>shap_rows_per_s</dt><dd>23838.400</dd>" in text
+    assert "<dt>offer_policy</dt><dd>learned</dd>" in text and "response" not in text.split("All recorded metrics")[1]
