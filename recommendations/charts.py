@@ -157,6 +157,12 @@ def _level_line(fig: go.Figure, y: float, text: str) -> None:
                   annotation_text=text, annotation_position="top left")
 
 
+def _empty_note(fig: go.Figure, text: str) -> None:
+    """Say why a chart is empty instead of showing bare axes."""
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font={"color": "#64748b", "size": 14})
+
+
 def model_metrics_figure(*, versions: Sequence[dict]) -> go.Figure:
     """AUC, Brier score and held-out interval coverage per model version."""
     labels = [f"{v['label']} ({v['status']})" for v in versions]
@@ -216,7 +222,7 @@ def coverage_over_time_figure(*, rows: Sequence[dict], level: float, minimum: fl
     return _legend(_layout(fig, height=320, title="Interval coverage over time vs realized outcomes"))
 
 
-def decision_rates_figure(*, rows: Sequence[dict], title: str) -> go.Figure:
+def decision_rates_figure(*, rows: Sequence[dict], title: str, empty_text: str = "") -> go.Figure:
     """Approval (solid) and override (dashed) rate per day, one colour per key."""
     keys = sorted({r["key"] for r in rows})
     fig = go.Figure()
@@ -230,12 +236,14 @@ def decision_rates_figure(*, rows: Sequence[dict], title: str) -> go.Figure:
                 text=[f"n={r['n']}" for r in mine],
                 hovertemplate="%{x}: %{y:.0%} (%{text})<extra>" + f"{key} {metric}" + "</extra>",
             ))
+    if not rows and empty_text:
+        _empty_note(fig, empty_text)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title_text="share of people's decisions")
     fig.update_xaxes(type="category")
     return _legend(_layout(fig, height=300, title=title))
 
 
-def approval_speed_figure(*, rows: Sequence[dict], fast_seconds: float) -> go.Figure:
+def approval_speed_figure(*, rows: Sequence[dict], fast_seconds: float, empty_text: str = "") -> go.Figure:
     """Seconds spent per decision against the item's interval width, one colour per manager:
     fast approvals of wide intervals (bottom right) look like rubber-stamping."""
     managers = sorted({r["manager"] for r in rows})
@@ -250,6 +258,8 @@ def approval_speed_figure(*, rows: Sequence[dict], fast_seconds: float) -> go.Fi
             text=[f"{r['action']} #{r['recommendation_id']}, p={r['probability']:.2f}" for r in mine],
             hovertemplate="%{text}<br>width %{x:.2f}, %{y:.0f} s<extra>" + manager + "</extra>",
         ))
+    if not rows and empty_text:
+        _empty_note(fig, empty_text)
     _level_line(fig, fast_seconds, f"{fast_seconds:.0f} s")
     fig.update_yaxes(type="log", title_text="seconds on the item (log)")
     fig.update_xaxes(title_text="90% interval width shown", range=[0, 1])

@@ -222,6 +222,10 @@ def model_versions_metrics(*, limit: int = 12) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------------------- decisions
 
 
+# The window of the decision charts (rates, approval speed).
+DECISION_WINDOW_DAYS = 90
+
+
 def _human_decisions(*, days: int, now: datetime | None = None):
     """Approvals, overrides and escalations by people in the last ``days``, undone ones left out."""
     since = (now or timezone.now()) - timedelta(days=days)
@@ -233,7 +237,7 @@ def _human_decisions(*, days: int, now: datetime | None = None):
     )
 
 
-def decision_rates(*, by: str | None = None, days: int = 90, now: datetime | None = None) -> list[dict[str, Any]]:
+def decision_rates(*, by: str | None = None, days: int = DECISION_WINDOW_DAYS, now: datetime | None = None) -> list[dict[str, Any]]:
     """Approval and override rates per day (and per offer or manager when ``by`` says so).
 
     Rates are shares of the people's decisions that day: approvals / (approvals + overrides +
@@ -272,7 +276,7 @@ def decision_rates(*, by: str | None = None, days: int = 90, now: datetime | Non
     return sorted(out, key=lambda r: (r["day"], r["key"]))
 
 
-def approval_speed(*, days: int = 90, now: datetime | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+def approval_speed(*, days: int = DECISION_WINDOW_DAYS, now: datetime | None = None, limit: int = 5000) -> list[dict[str, Any]]:
     """One row per human decision: who, what, how long the decider could have looked at the
     item (see the module docstring) and what the item showed (interval width, probability)."""
     previous_on_item = Decision.objects.filter(

@@ -20,6 +20,7 @@ from loyalty.permissions import capability_required
 from recommendations import charts
 from recommendations.models import ModelVersion
 from recommendations.monitoring import (
+    DECISION_WINDOW_DAYS,
     DEFAULT_THRESHOLDS,
     FAST_SECONDS,
     THRESHOLD_LABELS,
@@ -68,6 +69,9 @@ def _selected_model(request: HttpRequest) -> ModelVersion | None:
     )
 
 
+NO_DECISIONS = f"No decisions by people in the last {DECISION_WINDOW_DAYS} days"
+
+
 def _charts(context: dict) -> dict:
     thresholds = context["thresholds"]
     versions = context["versions"]
@@ -79,14 +83,18 @@ def _charts(context: dict) -> dict:
         "chart-coverage": charts.coverage_over_time_figure(
             rows=context["coverage"], level=INTERVAL_LEVEL, minimum=thresholds.coverage_min
         ),
-        "chart-rates": charts.decision_rates_figure(rows=context["rates"], title="Approval and override rate"),
+        "chart-rates": charts.decision_rates_figure(
+            rows=context["rates"], title="Approval and override rate", empty_text=NO_DECISIONS
+        ),
         "chart-rates-offer": charts.decision_rates_figure(
-            rows=context["rates_offer"], title="Approval and override rate per offer"
+            rows=context["rates_offer"], title="Approval and override rate per offer", empty_text=NO_DECISIONS
         ),
         "chart-rates-manager": charts.decision_rates_figure(
-            rows=context["rates_manager"], title="Approval and override rate per manager"
+            rows=context["rates_manager"], title="Approval and override rate per manager", empty_text=NO_DECISIONS
         ),
-        "chart-speed": charts.approval_speed_figure(rows=context["speed"], fast_seconds=FAST_SECONDS),
+        "chart-speed": charts.approval_speed_figure(
+            rows=context["speed"], fast_seconds=FAST_SECONDS, empty_text=NO_DECISIONS
+        ),
     }
     drift = context["drift"]
     if drift is not None:

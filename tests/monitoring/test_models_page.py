@@ -176,6 +176,16 @@ def test_rubber_stamp_data_on_constructed_decisions(world, role_users) -> None:
     assert set(traces) == {"manager", "m2", "senior_manager"}
     assert sorted(traces["manager"]["y"]) == [5, 100]
     assert sorted(traces["manager"]["x"]) == pytest.approx([0.15, 0.30])
+    assert not speed["layout"].get("annotations") or all(
+        "No decisions" not in a.get("text", "") for a in speed["layout"]["annotations"])
+
+
+def test_decision_charts_say_why_they_are_empty(world, role_users) -> None:
+    html = _client(role_users["admin"]).get(reverse("models")).content.decode()
+    charts = _charts(html)
+    for key in ("chart-rates", "chart-rates-offer", "chart-rates-manager", "chart-speed"):
+        notes = [a["text"] for a in charts[key]["layout"].get("annotations", [])]
+        assert "No decisions by people in the last 90 days" in notes, key
 
 
 def test_a_group_whose_probabilities_mean_something_else_opens_an_alert(world, role_users) -> None:
