@@ -7,6 +7,7 @@ inline scripts).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 
@@ -69,6 +70,11 @@ def shap_waterfall_figure(*, labels: Sequence[str], shap_values: Sequence[float]
         names.append(f"{len(rest)} other features")
         values.append(sum(v for _, v in rest))
     total = float(base_value) + sum(values)
+    # Room on both sides for the "outside" value labels: without it a bar reaching the edge
+    # prints its value over the feature names.
+    running = [0.0, *itertools.accumulate([float(base_value), *values])]
+    lo, hi = min(running), max(running)
+    pad = 0.18 * (hi - lo) or 0.1
     return {
         "data": [{
             "type": "waterfall",
@@ -86,7 +92,8 @@ def shap_waterfall_figure(*, labels: Sequence[str], shap_values: Sequence[float]
         "layout": layout(
             height=90 + 26 * (len(values) + 2), title=title,
             yaxis={"autorange": "reversed"},
-            xaxis={"title": {"text": "model output (engagement score)"}, "zeroline": False},
+            xaxis={"title": {"text": "model output (engagement score)"}, "zeroline": False,
+                   "range": [lo - pad, hi + pad]},
         ),
     }
 
