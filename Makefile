@@ -44,7 +44,7 @@ test: venv
 # CELERY_BROKER_URL say otherwise); each size gets a fresh `<db>_bench` database. Writes
 # docs/bench/latest.{json,md,html} and the table in the README.
 # The bench process streams the simulated program into the database (one block of 20k
-# members at a time): 6.7 GiB peak at 1M; above 100k the import and the retraining are
+# members at a time): about 8 GiB peak at 1M; above 100k the import and the retraining are
 # skipped (timed at 100k). BENCH_SIZES="100000 1000000" took about 35 minutes here with the README's Postgres settings.
 BENCH_SIZES ?= 100000
 BENCH_QUEUE_ROWS ?= 1000000
