@@ -25,10 +25,10 @@ admin-editable, audited) and goes into the TRAINING split of train_bundle only
 (``labeled_examples``). Examples of members in the evaluation partition (a hash of
 pseudo_id) are never trained on: champion and challenger are both scored on them, the same
 rows for both, and the gate compares AUC, Brier, interval coverage, agreement with the
-offers the managers chose when they overrode, and fairness differences (fairlearn: demographic parity and
-equalized odds differences by region, tier, gender and age band). With too few labeled evaluation
-rows the gate falls back to the two models' own held-out metrics (same member split: same
-seed and population).
+offers the managers chose when they overrode, and fairness differences (fairlearn:
+demographic parity and equalized odds differences by region, tier, gender and age band).
+With too few labeled evaluation rows the gate falls back to the two models' own held-out
+metrics (same member split: same seed and population).
 
 The randomized holdout (another hash of pseudo_id, LearningSettings.holdout_share) is
 recorded at scoring with status "holdout" and never routed or offered; outcomes.holdout_lift

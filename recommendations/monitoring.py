@@ -463,18 +463,16 @@ def _succeeded_runs(model_version_id: int):
     return ScoringRun.objects.filter(model_version_id=model_version_id, status=ScoringRun.Status.SUCCEEDED)
 
 
-# What a stored reference is (recommendations.services.drift_reference). Models stored before
-# the choice existed used the training snapshot.
 # The model's holdout metrics as a loyalty manager reads them on an item's page: plain words,
 # percentages and counts, in this order. Every other stored metric follows under "all
 # recorded metrics" (data people get them all from the models page and the API as well).
 MODEL_METRIC_SUMMARY: list[tuple[str, str, str]] = [
-    ("auc", "Ranks who engages above who does not (AUC: 0.5 is chance, 1 is perfect)", "ratio"),
-    ("accuracy", "Right about engaging or not, at a 50% cut", "percent"),
-    ("precision", "Of members it called engaged, engaged", "percent"),
-    ("recall", "Of members who engaged, called engaged", "percent"),
+    ("auc", "How well it ranks members who engage above those who do not (AUC: 0.5 is chance, 1 is perfect)", "ratio"),
+    ("accuracy", "Right about engaging or not, at a 50% cut-off", "percent"),
+    ("precision", "Of members it called engaged, share who engaged", "percent"),
+    ("recall", "Of members who engaged, share it called engaged", "percent"),
     ("brier", "Brier score (squared error of the probability; lower is better)", "ratio"),
-    ("interval_coverage", "Held-out members whose 90% interval held the truth", "percent"),
+    ("interval_coverage", "Held-out members whose 90% interval held their probability judged in hindsight", "percent"),
     ("interval_mean_width", "Average width of the 90% interval", "percent"),
     ("base_rate", "Members who engaged in the training window", "percent"),
     ("n_train", "Members trained on", "count"),
@@ -509,6 +507,8 @@ def model_metric_rows(metrics: dict[str, Any]) -> tuple[list[dict[str, str]], li
     return summary, others
 
 
+# What a stored reference is (recommendations.services.drift_reference). Models stored before
+# the choice existed used the training snapshot.
 REFERENCE_LABELS = {
     "training": "the training snapshot",
     "as_of": "the members at the model's as_of {at} (its training snapshot had less than a year of history)",

@@ -173,8 +173,8 @@ def test_detail_page_states_model_metrics_in_plain_words(world, role_users):
     rec = world.recs["top"]
     html = logged_in(role_users, "manager").get(reverse("desk-detail", args=[rec.pk])).content.decode()
     text = " ".join(html.split())
-    assert "<dt>Ranks who engages above who does not (AUC: 0.5 is chance, 1 is perfect)</dt><dd>0.812</dd>" in text
-    assert "<dt>Held-out members whose 90% interval held the truth</dt><dd>88.7%</dd>" in text
+    assert "<dt>How well it ranks members who engage above those who do not (AUC: 0.5 is chance, 1 is perfect)</dt><dd>0.812</dd>" in text
+    assert "<dt>Held-out members whose 90% interval held their probability judged in hindsight</dt><dd>88.7%</dd>" in text
     assert "<dt>Members trained on</dt><dd>1,065</dd>" in text
     # Everything else under its stored key, counts without decimals; nested metrics stay out.
     assert "<summary>All recorded metrics</summary>" in text
