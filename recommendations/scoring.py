@@ -163,13 +163,15 @@ def score_features(
     offers: list[OfferTerms],
     *,
     eligible: np.ndarray | None = None,
-    explain: bool = True,
+    explain: bool | int = True,
 ) -> ScoredBatch:
     """Score every row of ``features`` (indexed by member pk) against ``offers``.
 
     ``eligible`` (n, n_offers) bool: offers a member may be recommended (an offer behind a
     feature flag is only for the flag's members); every offer is still scored and listed as an
-    alternative. ``explain=False`` skips SHAP (zeros) for predictions nobody is shown.
+    alternative. ``explain`` says which rows get SHAP values: True every row, False none, a
+    number that many leading rows; the others get zeros. SHAP is most of a row's cost, so rows
+    nobody is shown are not explained (what-if's recourse candidates, segment totals).
     """
     from recommendations.explain import shap_explain
 
@@ -177,10 +179,10 @@ def score_features(
     n, k = len(X), len(offers)
     raw = engagement_raw_probability(bundle.engagement_model, X)
     probability, p_low, p_high = bundle.engagement_interval.predict(raw)
-    if explain:
-        shap_values, shap_base = shap_explain(bundle, X)
-    else:
-        shap_values, shap_base = np.zeros((n, len(bundle.feature_names)), dtype=np.float32), 0.0
+    explained = n if explain is True else min(int(explain), n)
+    shap_values, shap_base = np.zeros((n, len(bundle.feature_names)), dtype=np.float32), 0.0
+    if explained:
+        shap_values[:explained], shap_base = shap_explain(bundle, X[:explained])
 
     resp = np.zeros((n, k))
     resp_low = np.zeros((n, k))

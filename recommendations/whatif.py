@@ -425,13 +425,17 @@ def member_base_features(*, member: Member, model_version: ModelVersion, as_of: 
 # ---------------------------------------------------------------- evaluate
 
 
-def _score(bundle: ModelBundle, frame: pd.DataFrame, offers: list[OfferTerms], eligible: np.ndarray | None = None):
-    """score_features on one thread; ``eligible`` (n_offers,) bool: the member's offer flags."""
+def _score(
+    bundle: ModelBundle, frame: pd.DataFrame, offers: list[OfferTerms], eligible: np.ndarray | None = None,
+    *, explain: bool | int = False,
+):
+    """score_features on one thread; ``eligible`` (n_offers,) bool: the member's offer flags;
+    ``explain``: the rows that get SHAP values (score_features), none unless asked."""
     if not _THREADPOOLS:
         _THREADPOOLS.append(ThreadpoolController())
     rows = None if eligible is None else np.broadcast_to(eligible, (len(frame), len(offers)))
     with _THREADPOOLS[0].limit(limits=1):
-        return score_features(bundle, frame, offers, eligible=rows)
+        return score_features(bundle, frame, offers, eligible=rows, explain=explain)
 
 
 def _row_summary(batch, i: int, *, names: list[str], values: np.ndarray, offers: list[OfferTerms]) -> dict:
@@ -495,7 +499,8 @@ def whatif_evaluate(
             frames.append(block)
     frame = pd.concat(frames)
     frame.index = pd.RangeIndex(len(frame), name="member_pk")
-    batch = _score(bundle, frame, offers, eligible)
+    # SHAP for the base and the edited member only: the recourse rows are compared by offer.
+    batch = _score(bundle, frame, offers, eligible, explain=2)
 
     edited = edited_frame.iloc[0].to_numpy(dtype=float)
     base_values = base_frame.iloc[0].to_numpy(dtype=float)

@@ -89,3 +89,15 @@ def test_scoring_one_member_matches_batch(trained, features):
     assert one.probability[0] == pytest.approx(full.probability[5])
     assert np.allclose(one.alternatives[0], full.alternatives[5])
     assert isinstance(features.index, pd.Index) and one.member_pks[0] == features.index[5]
+
+
+def test_explaining_leading_rows_only_leaves_the_rest_of_the_batch_unchanged(trained, features):
+    """What-if explains the base and the edited member, not its recourse candidates."""
+    bundle, _ = trained
+    full = score_features(bundle, features.head(50), OFFERS)
+    partial = score_features(bundle, features.head(50), OFFERS, explain=2)
+    assert np.array_equal(partial.shap_values[:2], full.shap_values[:2]) and partial.shap_base == full.shap_base
+    assert not partial.shap_values[2:].any() and full.shap_values[2:].any()
+    assert np.array_equal(partial.offer_index, full.offer_index)
+    assert np.array_equal(partial.alternatives, full.alternatives) and np.array_equal(partial.p_high, full.p_high)
+    assert not score_features(bundle, features.head(50), OFFERS, explain=False).shap_values.any()
