@@ -50,4 +50,5 @@ def environment(**options) -> Environment:
         local_minute=local_minute,
     )
     env.globals["url"] = url
+    env.globals["ev_range_note"] = desk.EV_RANGE_NOTE
     return env

@@ -440,7 +440,8 @@ def offer_exposures(events: pd.DataFrame, as_of) -> pd.DataFrame:
 
     Columns: member_pk, offer_code, sent_at (UTC Timestamp), responded (bool). A send counts
     as answered when an offer_redeemed with the same member and offer code follows within
-    [sent_at, sent_at + RESPONSE_WINDOW_DAYS days]. Only events before as_of are read.
+    [sent_at, sent_at + RESPONSE_WINDOW_DAYS days] and no later send of that offer came before
+    it (last touch): one redemption answers one send. Only events before as_of are read.
     """
     as_of = _as_utc(as_of)
     columns = ["member_pk", "offer_code", "sent_at", "responded"]
@@ -462,8 +463,13 @@ def offer_exposures(events: pd.DataFrame, as_of) -> pd.DataFrame:
         "offer_code": events["offer_code"].to_numpy()[red_mask].astype(str),
         "t_red": t_ns[red_mask],
     })
+    red["redemption"] = np.arange(len(red))
     pairs = sent.merge(red, on=["member_pk", "offer_code"], how="inner")
     hit = pairs[(pairs["t_red"] >= pairs["t"]) & (pairs["t_red"] <= pairs["t"] + window_ns)]
+    # Two sends of one offer less than a window apart would otherwise both count the same
+    # redemption: a response nobody gave, and answers of one member that agree by construction
+    # (a pair of one member's answers looked far more alike than members are).
+    hit = hit.sort_values(["t", "row"]).drop_duplicates("redemption", keep="last")
     responded = np.zeros(len(sent), dtype=bool)
     responded[hit["row"].to_numpy()] = True
     return pd.DataFrame({

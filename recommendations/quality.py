@@ -17,8 +17,9 @@ compares with the ground truth the desk never sees:
 * ``text_signal_auc`` (a separate call): the engagement AUC with and without the comment
   features, two models trained alike on the same rows and compared on the same members.
 * ``response_coverage_90``: share of (member, offer) pairs whose true response probability
-  lies in the response interval (so the true EV lies in [ev_low, ev_high]); the interval
-  claims 90% (training.ResponseInterval).
+  lies in the response interval (so the true EV lies in [ev_low, ev_high]). That interval
+  does not claim to cover it (training.IntervalCalibrator); the figure shows how far apart
+  "calibration range" and "this member's true probability" are.
 * timings: training seconds, scoring rows per second (features + probability + interval +
   SHAP + every offer's response).
 """

@@ -13,8 +13,8 @@ trained without any offer exposures has no response model: every offer is scored
 default policy and ``ScoredBatch.offer_policy == "default_policy"``.
 
 What the intervals cover is documented in recommendations.training: ``EngagementInterval``
-(engagement probability, split-conformal 90%) and ``ResponseInterval`` (response probability
-and EV: the member's own rate, its spread estimated from members who got the same offer twice).
+(engagement probability, split-conformal 90%) and ``IntervalCalibrator`` (response probability
+and EV: Venn-ABERS calibration range, no per-member coverage claim).
 """
 
 from __future__ import annotations

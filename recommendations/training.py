@@ -16,9 +16,8 @@ from as_of), so no row sees events after its offer was sent. Offer attributes ar
 member with the same split as the engagement model. Without any exposures there is no
 response model and the bundle's offer policy is "default_policy" (scoring.default_offer_policy).
 
-Intervals: ``EngagementInterval`` (engagement, split-conformal) and ``ResponseInterval``
-(response and EV: the spread of members' own rates around the calibrated one, estimated from
-members who received the same offer twice).
+Intervals: ``EngagementInterval`` (engagement, split-conformal) and ``IntervalCalibrator``
+(response and EV: Venn-ABERS calibration range).
 """
 
 from __future__ import annotations
@@ -90,9 +89,12 @@ class IntervalCalibrator:
     [p0, p1]. What it covers: the RESPONSE RATE OF EXPOSURES WITH THIS SCORE, i.e. the
     calibration uncertainty (p0 and p1 are the calibrated probabilities had this exposure's
     outcome been 0 or 1; the well-calibrated rate lies between them). It does NOT cover one
-    member's own true response probability, which varies among members with the same score:
-    on the simulator it contains it for a few percent of (member, offer) pairs.
-    ResponseInterval below adds that spread; EngagementInterval is the engagement interval.
+    member's own true response probability, which varies among members with the same score
+    and which a single yes/no response per exposure cannot identify, so no interval learned
+    from such data can claim to. ``bench`` measures how often it contains the simulator's true
+    p_response (``response_coverage_90``, a few percent): read the response and EV intervals
+    as "how sure the model is about the rate for members like this", not as a range for this
+    member. EngagementInterval below is the one with a coverage guarantee.
     """
 
     def __init__(self, level: float = INTERVAL_LEVEL) -> None:
@@ -117,59 +119,6 @@ class IntervalCalibrator:
         low = np.minimum(p0_p1[:, 0], p)
         high = np.maximum(p0_p1[:, 1], p)
         return p, low, high
-
-
-def member_spread(p: np.ndarray, y: np.ndarray, pair_key: np.ndarray) -> tuple[float | None, int]:
-    """(sigma, number of pairs): the spread of members' own response rates around the
-    calibrated ``p`` on the logit scale (ResponseInterval), from the exposures that share a
-    ``pair_key`` (the same member and offer). None without pairs or positive covariance."""
-    r, v = np.asarray(y, float) - p, p * (1.0 - p)
-    frame = pd.DataFrame({"key": pair_key, "n": 1, "r": r, "v": v, "r2": r * r, "v2": v * v})
-    sums = frame.groupby("key").sum()
-    sums = sums[sums["n"] >= 2]
-    # Over all pairs i < j of a key: sum r_i r_j = ((sum r)^2 - sum r^2) / 2, and so for v.
-    cross_r = float(((sums["r"] ** 2 - sums["r2"]) / 2).sum())
-    cross_v = float(((sums["v"] ** 2 - sums["v2"]) / 2).sum())
-    pairs = int((sums["n"] * (sums["n"] - 1) / 2).sum())
-    return (float(np.sqrt(cross_r / cross_v)) if cross_v > 0 and cross_r > 0 else None), pairs
-
-
-class ResponseInterval(IntervalCalibrator):
-    """Offer-response probability (Venn-ABERS calibrated, as IntervalCalibrator) with a 90%
-    interval for THIS MEMBER'S OWN response rate, not only for the rate of members like them.
-
-    What the model cannot see (a member's own taste for an offer, and the model's estimation
-    error) spreads the members' true rates around the calibrated rate p of members with the
-    same score. Model: logit(true rate) = logit(p) + u with u ~ N(0, sigma^2), so the true
-    rate varies by about sigma * p * (1 - p). One yes/no answer per exposure cannot show
-    sigma, but two exposures of the same member to the same offer can: their residuals y - p
-    then have covariance sigma^2 p_1 (1 - p_1) p_2 (1 - p_2) (to first order). ``fit_spread``
-    estimates sigma from such pairs of the calibration and holdout members (out of sample for
-    the response models; pooled over offers); the interval is sigmoid(logit(p) -+ 1.645 sigma), joined with the
-    Venn-ABERS range. It assumes the rate holds between the two exposures: a rate that moves
-    in between lowers sigma and narrows the interval. bench measures how often it holds the
-    simulator's true rate (``response_coverage_90``). Without pairs, or with no positive
-    covariance, the interval is the Venn-ABERS range alone, which covers calibration error only.
-    """
-
-    sigma_: float | None = None
-    n_pairs_: int = 0
-
-    def fit_spread(self, p: np.ndarray, y: np.ndarray, pair_key: np.ndarray) -> ResponseInterval:
-        """Estimate sigma from exposures sharing ``pair_key`` (member and offer); ``p`` calibrated."""
-        self.sigma_, self.n_pairs_ = member_spread(p, y, pair_key)
-        return self
-
-    def predict(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from scipy.special import expit, logit
-        from scipy.stats import norm
-
-        p, low, high = super().predict(raw)
-        if self.sigma_ is None:
-            return p, low, high
-        centre = logit(np.clip(p, 1e-6, 1 - 1e-6))
-        half = norm.ppf(0.5 + self.level / 2) * self.sigma_
-        return p, np.minimum(low, expit(centre - half)), np.maximum(high, expit(centre + half))
 
 
 class OfferResponseModels:
@@ -498,22 +447,12 @@ def train_bundle(
         response_model = _fit_offer_models(
             d_fit, y_fit_resp, len(FEATURE_NAMES), offer_codes, seed, weights=w_resp if len(resp_rows) else None
         )
-        raw_cal = response_model.predict_proba(design[part["calib"]])[:, 1]
-        response_interval = ResponseInterval().fit(raw_cal, y_resp[part["calib"]])
-        # The spread from every exposure the response models did not learn from: calibration
-        # and holdout members (at 5,000 members the calibration split alone gives ~1,000
-        # pairs, and its estimate and the holdout's differed by a factor of 2.5).
-        unseen = part["calib"] | part["holdout"]
-        pair_key = exposures["member_pk"].astype(str).to_numpy() + "/" + exposures["offer_code"].to_numpy()
-        response_interval.fit_spread(
-            response_interval.predict_calibrated(response_model.predict_proba(design[unseen])[:, 1]),
-            y_resp[unseen], pair_key[unseen],
+        response_interval = IntervalCalibrator().fit(
+            response_model.predict_proba(design[part["calib"]])[:, 1], y_resp[part["calib"]]
         )
         ph, lh, hh = response_interval.predict(response_model.predict_proba(design[part["holdout"]])[:, 1])
         response_metrics.update(_binary_metrics(y_resp[part["holdout"]], ph, lh, hh))
         response_metrics["n_train"] = int(part["train"].sum())
-        response_metrics["member_spread_sigma"] = response_interval.sigma_
-        response_metrics["member_spread_pairs"] = response_interval.n_pairs_
         response_metrics["n_labeled_examples"] = int(len(resp_rows))
         response_metrics["n_holdout"] = int(part["holdout"].sum())
         # Trees per offer's model (early stopping sets them): with the engagement model's

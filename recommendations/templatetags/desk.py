@@ -6,6 +6,18 @@ from django import template
 
 register = template.Library()
 
+# The tooltip of every expected-value range (queue, item page, what-if): what it says and
+# what it does not (README, "Response and EV intervals").
+EV_RANGE_NOTE = (
+    "How sure the model is about the average of members it scores like this one. This member's "
+    "own value can lie outside: one yes/no answer per offer cannot show how members differ."
+)
+
+
+@register.simple_tag
+def ev_range_note() -> str:
+    return EV_RANGE_NOTE
+
 
 @register.filter
 def pct(value: float | None, digits: int = 0) -> str:

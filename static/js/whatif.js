@@ -60,9 +60,9 @@
       text("wi-offer-changed", r.recommendation_changed ? "changed" : "same");
       document.getElementById("wi-offer").classList.toggle("changed", r.recommendation_changed);
       text("wi-ev-base", signed(b.expected_value));
-      text("wi-ev-base-int", "90%: " + money(b.ev_low) + " to " + money(b.ev_high));
+      text("wi-ev-base-int", "members like this: " + money(b.ev_low) + " to " + money(b.ev_high));
       text("wi-ev", signed(s.expected_value));
-      text("wi-ev-int", "90%: " + money(s.ev_low) + " to " + money(s.ev_high));
+      text("wi-ev-int", "members like this: " + money(s.ev_low) + " to " + money(s.ev_high));
       text("wi-ev-delta", signed(r.delta.expected_value) + " " + init.currency);
       text("wi-status", "server " + r.server_ms + " ms");
 

@@ -126,6 +126,10 @@ def test_detail_page_charts_audit_and_no_pii(world, role_users):
         go.Figure(response.context[chart.replace("chart-", "").replace("alternatives", "alt") + "_chart"])
     assert len(response.context["shap_chart"]["data"][0]["x"]) == len(response.context["shap_chart"]["data"][0]["y"])
     assert "vendor/plotly.min.js" in html and "EV above 50" in html
+    # The expected value's range is the calibration range of members like this one, and says so:
+    # it is not a 90% interval for this member (README, "Response and EV intervals").
+    assert f"for members like this: {rec.ev_low:,.2f} to {rec.ev_high:,.2f}" in html
+    assert "average of members it scores like this one" in html and "90% interval " + f"{rec.ev_low:,.2f}" not in html
     assert rec.member.name not in html and rec.member.email not in html and "1980" not in html
     assert_no_inline_script(html)
     audit = AuditEvent.objects.get(action="member.view")

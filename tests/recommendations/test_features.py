@@ -130,6 +130,18 @@ def test_offer_exposures_only_closed_windows():
     assert not bool(later.set_index("offer_code").loc["D10", "responded"])
 
 
+def test_one_redemption_answers_only_the_latest_send_of_its_offer():
+    events = pd.DataFrame([
+        _event(7, "2024-05-01 12:00", "offer_sent", offer_code="B500"),
+        _event(7, "2024-05-06 12:00", "offer_sent", offer_code="B500"),  # inside the first's window
+        _event(7, "2024-05-08 12:00", "offer_redeemed", offer_code="B500"),
+        _event(7, "2024-05-20 12:00", "offer_sent", offer_code="B500"),
+        _event(7, "2024-05-21 12:00", "offer_redeemed", offer_code="B500"),
+    ])
+    exposures = offer_exposures(events, AS_OF).sort_values("sent_at")
+    assert exposures["responded"].tolist() == [False, True, True]
+
+
 def test_members_at_rewinds_balance():
     members, events = _hand_member()
     rewound = members_at(members, events, pd.Timestamp("2024-06-15", tz="UTC"))
