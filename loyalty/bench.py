@@ -711,7 +711,7 @@ LABELS = [
     ("members_with_comments", "share of members with a comment in the year", ""),
     ("coverage_90", "90% interval coverage of true probability", ""),
     ("interval_width_mean", "mean interval width", ""),
-    ("response_coverage_90", "response interval coverage of true response probability", ""),
+    ("response_coverage_90", "true response probability inside the 'members like this' range", ""),
     ("policy_capture", "policy value / oracle", ""),
     ("policy_same_offer_capture", "same offer for all / oracle", ""),
     ("policy_random_capture", "random offer / oracle", ""),

@@ -48,7 +48,7 @@ MEASURES: list[tuple[str, str, str, tuple[str, float, int] | None]] = [
     ("auc_with_text", "engagement AUC with comment features (same split)", "", None),
     ("auc_without_text", "engagement AUC without comment features (same split)", "", None),
     ("coverage_90", "90% interval coverage of the true probability (target 0.88-0.93)", "", None),
-    ("response_coverage_90", "response interval coverage of the true response probability", "", None),
+    ("response_coverage_90", "true response probability inside the 'members like this' range (no 90% claim)", "", None),
     ("policy_capture", "policy value / oracle", "", (">=", 0.8, 0)),
 ]
 REPORT_KEYS = [key for key, *_ in MEASURES]
