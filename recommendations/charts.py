@@ -99,7 +99,8 @@ def shap_waterfall_figure(*, labels: Sequence[str], shap_values: Sequence[float]
 
 
 def alternatives_figure(*, alternatives: Sequence[dict], recommended_code: str | None, currency: str = "") -> dict:
-    """Expected value of every offer with its 90% interval; the recommended one highlighted."""
+    """Expected value of every offer with its range for members like this (the Venn-ABERS range,
+    docs/response-intervals.md); the recommended one highlighted."""
     rows = sorted(alternatives, key=lambda a: float(a.get("ev", 0.0)), reverse=True)
     ev = [float(a.get("ev", 0.0)) for a in rows]
     return {
@@ -118,7 +119,7 @@ def alternatives_figure(*, alternatives: Sequence[dict], recommended_code: str |
             "hovertemplate": "%{y}: %{x:.2f} " + currency + "<extra></extra>",
         }],
         "layout": layout(
-            height=80 + 30 * max(1, len(rows)), title="Alternatives (90% interval)",
+            height=80 + 30 * max(1, len(rows)), title="Alternatives (range: members like this)",
             yaxis={"autorange": "reversed"},
             xaxis={"title": {"text": f"expected value against no action {currency}".strip()}, "zeroline": True},
         ),

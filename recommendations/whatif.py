@@ -476,7 +476,7 @@ def whatif_evaluate(
     behind a flag only for the flag's members, as in scoring); None: every offer.
 
     Returns the engagement probability with its 90% interval, every offer's expected value
-    with its interval, the recommended offer and SHAP values for both, the edited vector
+    with its range for members like this, the recommended offer and SHAP values for both, the edited vector
     (with what propagation adjusted), warnings for values outside the training range and,
     with ``recourse``, the smallest single actionable change that flips the recommendation.
     Raises WhatIfError naming the field on invalid input.

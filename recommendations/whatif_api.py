@@ -110,7 +110,7 @@ class WhatIfAPI(APIView):
         operation_id="whatif_evaluate",
         summary="Score a member as they are and with changes, side by side",
         description="Engagement probability with its 90% interval, every offer's expected value with its "
-        "interval, the recommended offer and SHAP values for the member as they are and edited; warnings "
+        "range for members like this (calibration uncertainty, not a 90% interval for this member), the recommended offer and SHAP values for the member as they are and edited; warnings "
         "for values outside the model's training range; the smallest single actionable change that flips "
         "the recommendation. Invalid input (unknown or locked feature, wrong type, value outside the "
         "feasible range) is a 400 naming the field.",

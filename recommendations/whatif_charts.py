@@ -22,7 +22,7 @@ def shap_order(*, labels: Sequence[str], shap_values: Sequence[float], top: int 
 
 
 def offers_compare(*, before: Sequence[dict], after: Sequence[dict], currency: str = "") -> dict:
-    """Expected value of every offer with its 90% interval: as the member is, and edited."""
+    """Expected value of every offer with its range for members like this: as the member is, and edited."""
     codes = [a["code"] for a in before]
 
     def trace(rows: Sequence[dict], name: str, color: str) -> dict:
@@ -42,7 +42,7 @@ def offers_compare(*, before: Sequence[dict], after: Sequence[dict], currency: s
     return {
         "data": [trace(before, "as is", BEFORE), trace(after, "what if", AFTER)],
         "layout": _layout(
-            height=100 + 44 * max(1, len(codes)), title="Expected value per offer (90% interval)",
+            height=100 + 44 * max(1, len(codes)), title="Expected value per offer (range: members like this)",
             barmode="group", showlegend=True, legend={"orientation": "h", "y": -0.2},
             yaxis={"autorange": "reversed", "automargin": True},
             xaxis={"title": {"text": f"expected value against no action {currency}".strip()}, "zeroline": True},

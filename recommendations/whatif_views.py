@@ -230,10 +230,10 @@ def segment_figures(scenario: Scenario) -> dict:
     return {
         "engaged": whatif_charts.segment_totals(
             before=before, after=after, key="engaged", unit="members",
-            title="Expected engaged members (90% interval)"),
+            title="Expected engaged members (the members' 90% bounds added up)"),
         "ev": whatif_charts.segment_totals(
             before=before, after=after, key="ev", unit=settings.LOYALTY_CURRENCY,
-            title="Expected value of the recommended offers (90% interval)"),
+            title="Expected value of the recommended offers (the members' ranges added up)"),
         "mix": whatif_charts.segment_mix(before=before, after=after, codes=result.get("offer_codes", [])),
         "delta": whatif_charts.delta_histogram(edges=hist["edges"], counts=hist["counts"]),
     }
