@@ -179,7 +179,8 @@ def score_features(
     n, k = len(X), len(offers)
     raw = engagement_raw_probability(bundle.engagement_model, X)
     probability, p_low, p_high = bundle.engagement_interval.predict(raw)
-    explained = n if explain is True else min(int(explain), n)
+    # A bool (numpy's too) means all or none; only a true number is a count of rows.
+    explained = (n if explain else 0) if isinstance(explain, (bool, np.bool_)) else min(int(explain), n)
     shap_values, shap_base = np.zeros((n, len(bundle.feature_names)), dtype=np.float32), 0.0
     if explained:
         shap_values[:explained], shap_base = shap_explain(bundle, X[:explained])

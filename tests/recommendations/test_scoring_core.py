@@ -101,3 +101,6 @@ def test_explaining_leading_rows_only_leaves_the_rest_of_the_batch_unchanged(tra
     assert np.array_equal(partial.offer_index, full.offer_index)
     assert np.array_equal(partial.alternatives, full.alternatives) and np.array_equal(partial.p_high, full.p_high)
     assert not score_features(bundle, features.head(50), OFFERS, explain=False).shap_values.any()
+    # numpy's bool is a bool too: every row, not one.
+    assert np.array_equal(score_features(bundle, features.head(50), OFFERS, explain=np.True_).shap_values,
+                          full.shap_values)
