@@ -45,7 +45,7 @@ test: venv
 # docs/bench/latest.{json,md,html} and the table in the README.
 # The bench process streams the simulated program into the database (one block of 20k
 # members at a time): about 8 GiB peak at 1M; above 100k the import and the retraining are
-# skipped (timed at 100k). BENCH_SIZES="100000 1000000" took about 35 minutes here with the README's Postgres settings.
+# skipped (timed at 100k). BENCH_SIZES="100000 1000000" took 22-40 minutes here with the README's Postgres settings (the host varies).
 BENCH_SIZES ?= 100000
 BENCH_QUEUE_ROWS ?= 1000000
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/loyalty

@@ -289,8 +289,9 @@ class LearningSettings(models.Model):
     outcome_weight = models.FloatField(default=2.0)
     # Weight of an override's offer choice as response labels (the manager's offer responded,
     # the rejected recommended offer did not): how strongly overrides steer the offer choice.
-    # 5: with the 3-leaf response models, simulate_loop (5k members, seeds 0-2) lowers the
-    # override rate by cycle 3 in every seed at 5 (-21/-38/-18%), less or not at all at 3 or 10.
+    # 5: simulate_loop (5k members, seeds 0-2, last-touch response labels) lowers the override
+    # rate by cycle 3 by 14/12/11% at 5, with the highest policy value of 3, 5 and 10 in every
+    # seed (docs/learning-loop.md).
     choice_weight = models.FloatField(default=5.0)
     # Share of members (by hash of pseudo_id) in the randomized holdout that never gets offers
     # (0 = off until an admin sets it, e.g. 0.05: turning it on changes who gets offers).

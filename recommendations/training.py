@@ -73,7 +73,7 @@ RF_PARAMS = {"n_estimators": 60, "max_depth": 8, "min_samples_leaf": 30, "n_jobs
 # labels and small trees pick better offers. Offers that are clearly worse than the true best
 # (simulator, seeds 0 / 1 / 2 at 5k members; seed 0 at 100k): 8 leaves and patience 10 gave
 # 9.1 / 7.9 / 7.5% and 4.8%; 3 leaves and patience 30 give 7.4 / 6.4 / 5.7% and 4.2%
-# (docs/learning-loop.md).
+# (docs/learning-loop.md; measured before responses were attributed by last touch).
 RESPONSE_PARAMS = {
     "max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 3, "max_depth": None,
     "min_samples_leaf": 60, "l2_regularization": 1.0, "early_stopping": True,
