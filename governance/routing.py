@@ -91,6 +91,10 @@ RULES: dict[str, RuleSpec] = {
                  ROUTE_REVIEW, "Groups under a fairness investigation are reviewed by people."),
         RuleSpec("model_drift", "Model drift: flagged, or PSI above", "number", True, 0.25, ROUTE_REVIEW,
                  "A drifting model's output is checked by people."),
+        RuleSpec("rejected_before", "Offer a manager turned down for this member, within days", "number", True,
+                 180.0, ROUTE_REVIEW,
+                 "The model recommends again what a manager overrode for this member on an earlier run: "
+                 "a person decides whether it still stands."),
     )
 }
 # Rules whose items may never be automated, even when an admin picks "auto".
@@ -204,6 +208,8 @@ class PolicyConfig:
                     errors[f"rules.{kind}.threshold"] = "a number is needed while the rule is on"
                 if threshold is not None and kind in {"probability", "uncertainty"} and not 0 <= threshold <= 1:
                     errors[f"rules.{kind}.threshold"] = "a value between 0 and 1"
+                if threshold is not None and kind == "rejected_before" and threshold <= 0:
+                    errors[f"rules.{kind}.threshold"] = "a number of days above 0"
             elif spec.threshold_type == "tier":
                 threshold = str(threshold or "")
                 if enabled and threshold not in TIER_RANK:
@@ -281,14 +287,20 @@ class RouteInputs:
     age_band: Sequence[str]  # governance.fairness.age_band of the member at the run's as_of
     model_psi: np.ndarray  # NaN when unknown
     model_drift: np.ndarray
+    # Days from the as-of date of the member's earlier run where a manager's standing override
+    # turned down this item's offer to this item's as-of date (the latest such run); NaN: never.
+    days_since_rejected: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # Rules behind a feature flag (recommendations.rollout): rule kind -> bool per item, the
     # rule holds only for flagged members. Rules not listed hold for everyone.
     flagged_rules: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.key)
+        if not len(self.days_since_rejected):
+            self.days_since_rejected = np.full(n, np.nan)
         self.flagged_rules = {k: np.asarray(v, dtype=bool).reshape(-1) for k, v in self.flagged_rules.items()}
-        for name in ("offer_cost", "expected_value", "probability", "p_low", "p_high", "model_psi"):
+        for name in ("offer_cost", "expected_value", "probability", "p_low", "p_high", "model_psi",
+                     "days_since_rejected"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
         for name in ("high_stakes", "model_drift"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=bool).reshape(-1))
@@ -323,6 +335,7 @@ class RouteInputs:
             age_band=column("age_band", ""),
             model_psi=[math.nan if v is None else v for v in column("model_psi", None)],
             model_drift=column("model_drift", False),
+            days_since_rejected=[math.nan if v is None else v for v in column("days_since_rejected", None)],
         )
 
 
@@ -411,6 +424,13 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
             return "The model is flagged for drift"
 
         return mask, text
+    if rule.kind == "rejected_before":
+        days = items.days_since_rejected
+        mask = np.nan_to_num(days, nan=np.inf) <= float(t)
+        return mask, lambda i: (
+            f"A manager turned down {items.offer_code[i] or 'no action'} for this member on a run "
+            f"{days[i]:.0f} days earlier"
+        )
     raise ValueError(f"unknown rule {rule.kind!r}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -140,6 +140,37 @@ ROUTABLE_FIELDS = (
 )
 
 
+def days_since_rejected(
+    *, run_ids: Sequence[int], member_ids: Sequence[int], offer_codes: Sequence[str | None], as_ofs: Sequence[date],
+) -> np.ndarray:
+    """Per item: days from the latest earlier run on which a manager's standing override (no
+    undo took it back) turned down the item's offer ("" = no action) for the item's member, to
+    the item's as-of date. NaN when no manager ever did. Overrides are few: one query over
+    the members' pk range."""
+    n = len(member_ids)
+    out = np.full(n, np.nan)
+    if not n:
+        return out
+    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
+    rejected: dict[tuple[int, str], list[tuple[int, date]]] = {}
+    for member, code, run, as_of in (
+        Decision.objects.filter(
+            action=Decision.Action.OVERRIDE,
+            recommendation__member_id__gte=min(member_ids), recommendation__member_id__lte=max(member_ids),
+        ).exclude(pk__in=undone)
+        .values_list("recommendation__member_id", "recommendation__offer__code", "recommendation__run_id",
+                     "recommendation__as_of")
+    ):
+        rejected.setdefault((member, code or ""), []).append((run, as_of))
+    if not rejected:
+        return out
+    for i, (run_id, member, code, as_of) in enumerate(zip(run_ids, member_ids, offer_codes, as_ofs, strict=True)):
+        earlier = [day for run, day in rejected.get((int(member), code or ""), ()) if run < run_id]
+        if earlier:
+            out[i] = (as_of - max(earlier)).days
+    return out
+
+
 @dataclass
 class RoutableItems:
     ids: np.ndarray
@@ -179,6 +210,9 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
         age_band=[age_band(b, d.year) for b, d in zip(col["member__birth_year"], col["run__as_of"], strict=True)],
         model_psi=[math.nan if v is None else v for v in col["model_version__drift_psi"]],
         model_drift=list(col["model_version__drift_flagged"]),
+        days_since_rejected=days_since_rejected(
+            run_ids=col["run_id"], member_ids=col["member_id"], offer_codes=col["offer__code"], as_ofs=col["run__as_of"],
+        ),
         flagged_rules=rule_flag_masks(col["member_id"]),
     )
     return RoutableItems(

@@ -30,6 +30,7 @@ from governance.routing import (
     route_items,
 )
 from governance.selectors import (
+    days_since_rejected,
     item_key,
     open_items_kept_count,
     overdue_filters,
@@ -180,7 +181,8 @@ def routes_for_scoring(
     from recommendations.rollout import rule_flag_masks
 
     config = policy_config_active()
-    year = ScoringRun.objects.values_list("as_of", flat=True).get(pk=run_id).year
+    as_of = ScoringRun.objects.values_list("as_of", flat=True).get(pk=run_id)
+    year = as_of.year
     # A chunk's members are one pk range: a range scan, not an IN list of thousands of ids
     # (compiling and parsing that list cost more than the routing itself).
     segments = {
@@ -206,6 +208,10 @@ def routes_for_scoring(
         age_band=[segments.get(int(m), ("", "", "", ""))[3] for m in member_ids],
         model_psi=np.full(n, psi),
         model_drift=np.full(n, bool(model_version.drift_flagged)),
+        days_since_rejected=days_since_rejected(
+            run_ids=[run_id] * n, member_ids=member_ids, offer_codes=[o.code if o else "" for o in offers],
+            as_ofs=[as_of] * n,
+        ),
         flagged_rules=rule_flag_masks(member_ids),
     )
     return route_items(inputs, policy=config, context=routing_context(config))

@@ -139,7 +139,7 @@ class QueueDetailAPI(APIView):
 
     @extend_schema(
         operation_id="queue_item",
-        summary="One recommendation with its explanation, alternatives and decisions",
+        summary="One recommendation with its explanation, alternatives, decisions and the member's earlier items",
         description="Writes a member.view audit row.",
         responses={200: QueueItemDetailSerializer, **ERRORS},
         tags=["queue"],

@@ -233,6 +233,10 @@ class Decision(models.Model):
         return f"{self.action} on recommendation {self.recommendation_id} by {self.actor_label}"
 
 
+# The actions that decide what is sent (an undo can take one back; escalate and expire send nothing).
+DECIDING_ACTIONS = (Decision.Action.APPROVE, Decision.Action.OVERRIDE, Decision.Action.AUTO_APPROVE)
+
+
 class Scenario(models.Model):
     """A saved what-if: one member's edits, or a change applied to a whole segment.
 

@@ -34,6 +34,7 @@ from django.db.models import Max
 from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS
 from loyalty.models import Event, Offer
 from recommendations.models import (
+    DECIDING_ACTIONS,
     Decision,
     Outcome,
     Recommendation,
@@ -44,7 +45,6 @@ from recommendations.models import (
 logger = logging.getLogger(__name__)
 
 MEMBER_BATCH = 20_000
-DECIDING_ACTIONS = (Decision.Action.APPROVE, Decision.Action.OVERRIDE, Decision.Action.AUTO_APPROVE)
 
 
 def _instant(day: date) -> datetime:

@@ -28,6 +28,7 @@ from loyalty.roles import has_capability
 from recommendations.claims import claims_by_others
 from recommendations.explain import describe_drivers
 from recommendations.models import (
+    DECIDING_ACTIONS,
     OPEN_STATUSES,
     Decision,
     ModelVersion,
@@ -522,6 +523,51 @@ def member_purchase_history(*, member_id: int, until: datetime | None = None, mo
     return [{"month": m, "purchases": counts.get(m, 0)} for m in month_starts]
 
 
+EARLIER_ITEMS = 5
+
+
+@dataclass(frozen=True)
+class EarlierItem:
+    """One of the member's recommendations from an earlier run, the decision that stood on it
+    and what happened after: what a manager should know before deciding on the member again."""
+
+    rec: Recommendation
+    decision: Decision | None  # the standing approve / override / auto-approve (None: undecided)
+    sent_offer: Offer | None  # what the program sent: the recommended offer, or the one chosen instead
+    responded: bool | None  # None: nothing sent, or no response known yet
+    engaged: bool | None  # None until imported events cover the horizon after the run's as_of
+
+
+def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> list[EarlierItem]:
+    """The member's recommendations of earlier runs, newest first, with the standing decision
+    (the latest deciding action no undo took back) and the realized outcome where known."""
+    earlier = list(
+        Recommendation.objects.filter(member_id=rec.member_id, run_id__lt=rec.run_id)
+        .select_related("offer", "outcome").order_by("-run_id")[:limit]
+    )
+    decisions = list(
+        Decision.objects.filter(recommendation__in=earlier).select_related("chosen_offer").order_by("sequence")
+    )
+    undone = {d.compensates_id for d in decisions if d.compensates_id}
+    standing: dict[int, Decision] = {}
+    for d in decisions:
+        if d.action in DECIDING_ACTIONS and d.pk not in undone:
+            standing[d.recommendation_id] = d
+    items = []
+    for item in earlier:
+        decision = standing.get(item.pk)
+        sent = None
+        if decision is not None and not item.holdout:
+            sent = decision.chosen_offer if decision.action == Decision.Action.OVERRIDE else item.offer
+        outcome = getattr(item, "outcome", None)
+        items.append(EarlierItem(
+            rec=item, decision=decision, sent_offer=sent,
+            responded=outcome.responded if outcome is not None and sent is not None else None,
+            engaged=outcome.engaged if outcome is not None else None,
+        ))
+    return items
+
+
 RECENT_COMMENTS = 3
 
 
@@ -562,6 +608,7 @@ class DetailRow(QueueRow):
     features: list[dict] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     recent_comments: list[dict] = field(default_factory=list)
+    earlier: list[EarlierItem] = field(default_factory=list)
 
 
 def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRow:
@@ -576,4 +623,5 @@ def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRo
         features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         decisions=decision_history(recommendation_id=rec.pk),
         recent_comments=member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),
+        earlier=member_earlier_items(rec=rec),
     )

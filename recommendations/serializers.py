@@ -135,6 +135,32 @@ class RecentCommentSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="VADER compound score, -1 .. 1")
 
 
+class EarlierItemSerializer(serializers.Serializer):
+    """One of the member's earlier recommendations (queue.EarlierItem)."""
+
+    id = serializers.IntegerField(source="rec.pk")
+    run = serializers.IntegerField(source="rec.run_id")
+    as_of = serializers.DateField(source="rec.as_of")
+    status = serializers.CharField(source="rec.status")
+    offer_code = serializers.SerializerMethodField(help_text="the recommended offer (null: no action)")
+    probability = serializers.FloatField(source="rec.probability")
+    decision_action = serializers.CharField(source="decision.action", allow_null=True, default=None)
+    decided_by = serializers.CharField(source="decision.actor_label", allow_null=True, default=None)
+    reason_code = serializers.CharField(source="decision.reason_code", allow_null=True, default=None)
+    reason_text = serializers.CharField(source="decision.reason_text", allow_null=True, default=None)
+    sent_offer_code = serializers.SerializerMethodField(help_text="what the program sent (null: nothing)")
+    responded = serializers.BooleanField(allow_null=True, help_text="null: nothing sent or not known yet")
+    engaged = serializers.BooleanField(
+        allow_null=True, help_text="bought within the horizon; null until imported events cover it"
+    )
+
+    def get_offer_code(self, item) -> str | None:
+        return item.rec.offer.code if item.rec.offer_id else None
+
+    def get_sent_offer_code(self, item) -> str | None:
+        return item.sent_offer.code if item.sent_offer is not None else None
+
+
 class QueueItemDetailSerializer(QueueItemSerializer):
     points_balance = serializers.IntegerField(source="rec.member.points_balance")
     as_of = serializers.DateField(source="rec.as_of")
@@ -145,6 +171,9 @@ class QueueItemDetailSerializer(QueueItemSerializer):
     decisions = DecisionSerializer(many=True)
     recent_feedback = RecentCommentSerializer(
         source="recent_comments", many=True, help_text="the 3 newest comments before as_of, newest first"
+    )
+    earlier = EarlierItemSerializer(
+        many=True, help_text="the member's recommendations of the 5 previous runs, newest first"
     )
 
 

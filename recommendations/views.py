@@ -18,6 +18,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from governance.audit import audit_log
+from loyalty.definitions import RESPONSE_WINDOW_DAYS
 from loyalty.permissions import capability_required
 from recommendations import charts
 from recommendations.decisions import (
@@ -39,6 +40,7 @@ from recommendations.queue import (
     decision_history,
     feature_names,
     filter_choices,
+    member_earlier_items,
     member_purchase_history,
     member_recent_comments,
     override_offers,
@@ -171,6 +173,8 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "metric_summary": metric_summary,
         "metric_others": metric_others,
         "decisions": decision_history(recommendation_id=rec.pk),
+        "earlier": member_earlier_items(rec=rec),
+        "response_window_days": RESPONSE_WINDOW_DAYS,
         "can_decide": can_decide,
         "claimed_by": claimed_by,
         "claim_url": reverse("api-recommendation-claim", args=[rec.pk]) if claimable else "",

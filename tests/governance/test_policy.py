@@ -185,6 +185,8 @@ def _form_data(**changes) -> dict:
         "rule_high_stakes_enabled": "on", "rule_high_stakes_route": "senior",
         "rule_fairness_alert_enabled": "on", "rule_fairness_alert_route": "review",
         "rule_model_drift_enabled": "on", "rule_model_drift_threshold": "0.25", "rule_model_drift_route": "review",
+        "rule_rejected_before_enabled": "on", "rule_rejected_before_threshold": "180",
+        "rule_rejected_before_route": "review",
         "budget-TOTAL_FORMS": "2", "budget-INITIAL_FORMS": "0", "budget-MIN_NUM_FORMS": "0",
         "budget-MAX_NUM_FORMS": "1000",
         "budget-0-dimension": "tier", "budget-0-value": "gold", "budget-0-period": "month", "budget-0-amount": "900",
@@ -259,3 +261,36 @@ def test_policy_api_is_admin_only_with_versions_and_preview(world, role_users, r
     assert [v["version"] for v in versions] == [1] and versions[0]["note"] == "api"
     schema = admin.get(reverse("api-schema")).content.decode()
     assert "/api/governance/policy/preview/" in schema and "policy_save" in schema
+
+
+def test_an_offer_a_manager_turned_down_for_the_member_is_not_automated_again(world, role_users, run_callbacks):
+    """Next run, the same offer for the same member goes to a person while the override stands
+    (and for `threshold` days of as-of time); an undone override or an approval does not count."""
+    from datetime import timedelta
+
+    from recommendations.decisions import decision_undo
+    from tests.desk.factories import make_run
+
+    manager = role_users["manager"]
+    turned_down, undone, approved = (make_member() for _ in range(3))
+    first = {m: make_rec(run=world.run, member=m, offer=world.bonus) for m in (turned_down, undone, approved)}
+    for member in (turned_down, undone):
+        decision = decision_record(recommendation_id=first[member].pk, actor=manager, action="override",
+                                   chosen_offer_code=world.discount.code, reason_code="model_wrong",
+                                   reason_text="buys with discounts only")
+    decision_undo(decision_id=decision.pk, actor=manager)
+    decision_record(recommendation_id=first[approved].pk, actor=manager, action="approve")
+    later_run = make_run(world.model)
+    later_run.as_of = world.run.as_of + timedelta(days=30)
+    later_run.save()
+    again = {m: make_rec(run=later_run, member=m, offer=world.bonus) for m in (turned_down, undone, approved)}
+
+    save(role_users["admin"], run_callbacks)
+    assert status(again[turned_down]) == "pending"
+    again[turned_down].refresh_from_db()
+    assert [r["text"] for r in again[turned_down].route_reasons] == [
+        f"A manager turned down {world.bonus.code} for this member on a run 30 days earlier: manager review."]
+    assert status(again[undone]) == "auto_approved" and status(again[approved]) == "auto_approved"
+    # Older than the admin's window, the rejection no longer holds the item back.
+    save(role_users["admin"], run_callbacks, rules={"rejected_before": {"enabled": True, "threshold": 29}})
+    assert status(again[turned_down]) == "auto_approved"

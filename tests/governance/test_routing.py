@@ -59,6 +59,7 @@ def test_a_plain_item_is_auto_approved_in_the_expanded_phase():
         ("uncertainty", 0.35, {"p_low": 0.2, "p_high": 0.8}, {"p_low": 0.4, "p_high": 0.7}),
         ("vip_tier", "gold", {"tier": "platinum"}, {"tier": "silver"}),
         ("model_drift", 0.25, {"model_psi": 0.4}, {"model_psi": 0.1}),
+        ("rejected_before", 90.0, {"days_since_rejected": 90.0}, {"days_since_rejected": 91.0}),
     ],
 )
 @pytest.mark.parametrize("target", ["review", "senior"])
@@ -77,6 +78,11 @@ def test_reasons_are_readable_sentences():
     policy = expanded().with_rule("offer_cost", threshold=50.0, route="senior")
     _, reasons = route(policy, offer_cost=80.0)
     assert reasons[0]["text"] == "Offer cost 80.00 EUR is above 50.00 EUR: senior review."
+    _, reasons = route(expanded(), days_since_rejected=30.0, offer_code="")
+    assert reasons[0]["text"] == (
+        "A manager turned down no action for this member on a run 30 days earlier: manager review."
+    )
+    assert route(expanded(), days_since_rejected=None)[0] == "auto"  # never turned down
 
 
 def test_high_stakes_and_drift_flag_and_fairness_alert():
@@ -154,14 +160,15 @@ def test_validation_names_each_bad_field():
     with pytest.raises(PolicyInvalid) as exc:
         PolicyConfig.from_values(
             phase="wild", sample_rate=2, limited_max_offer_cost=-1, sla_review_hours=0, stale_after_hours="x",
-            rules={"offer_cost": {"enabled": True, "threshold": None, "route": "auto"}, "nope": {}},
+            rules={"offer_cost": {"enabled": True, "threshold": None, "route": "auto"}, "nope": {},
+                   "rejected_before": {"enabled": True, "threshold": 0, "route": "review"}},
             budgets=[{"dimension": "planet", "value": "", "period": "year", "amount": -5}],
         )
     errors = exc.value.errors
     for name in (
         "phase", "sample_rate", "limited_max_offer_cost", "sla_review_hours", "stale_after_hours", "rules",
         "rules.offer_cost.route", "rules.offer_cost.threshold", "budgets.0.dimension", "budgets.0.value",
-        "budgets.0.period", "budgets.0.amount",
+        "budgets.0.period", "budgets.0.amount", "rules.rejected_before.threshold",
     ):
         assert name in errors, name
     ok = PolicyConfig.from_values(

@@ -5,6 +5,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from django.test import Client
 
 from governance.models import AuditEvent
 from loyalty.definitions import EVENT_COLUMNS
@@ -24,6 +25,7 @@ from recommendations.learning import (
 )
 from recommendations.models import ModelVersion, Outcome, Recommendation, RecommendationStatus
 from recommendations.outcomes import decision_accuracy, holdout_lift
+from recommendations.queue import member_earlier_items
 from recommendations.runs import run_start
 from recommendations.services import model_version_train
 
@@ -125,6 +127,49 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
         assert lesson["weight"].sum() == pytest.approx(cfg.choice_weight)
         rate = lesson.loc[lesson["responded"] == 1, "weight"].sum() / cfg.choice_weight
         assert rate == pytest.approx(targets[code], abs=1e-9)
+
+    # The next run's items show the managers what was decided for each member last time and
+    # what came of it, on the item page and in the API.
+    second = run_start(as_of=program.as_of)
+    later = {r.member_id: r for r in Recommendation.objects.filter(run=second, member_id__in=[
+        approved.member_id, overridden.member_id, undone.member_id, a_held.member_id])}
+    (was_approved,) = member_earlier_items(rec=later[approved.member_id])
+    assert (was_approved.rec, was_approved.decision.action, was_approved.sent_offer, was_approved.responded,
+            was_approved.engaged) == (approved, "approve", approved.offer, True, bool(truth[ids[approved.member_id]]))
+    (was_overridden,) = member_earlier_items(rec=later[overridden.member_id])
+    assert (was_overridden.decision.action, was_overridden.sent_offer.code, was_overridden.responded) == (
+        "override", other, False)
+    (was_undone,) = member_earlier_items(rec=later[undone.member_id])
+    assert (was_undone.decision, was_undone.sent_offer, was_undone.responded) == (None, None, None)
+    (was_held,) = member_earlier_items(rec=later[a_held.member_id])
+    assert (was_held.rec.holdout, was_held.sent_offer) == (True, None)
+    assert member_earlier_items(rec=overridden) == []  # nothing before the first run
+    # Recommending the turned-down offer again (same as_of, same model) is routed to a person
+    # with the reason; the approved member's repeat is not.
+    repeat = later[overridden.member_id]
+    assert repeat.offer_id == overridden.offer_id
+    assert [r["text"] for r in repeat.route_reasons if r["code"] == "rejected_before"] == [
+        f"A manager turned down {overridden.offer.code} for this member on a run 0 days earlier: manager review."]
+    assert not any(r["code"] == "rejected_before" for r in later[approved.member_id].route_reasons)
+
+    client = Client()
+    client.force_login(manager)
+    page = client.get(f"/queue/{later[overridden.member_id].pk}/").content.decode()
+    earlier = page[page.index('id="earlier"'):page.index("</ol>", page.index('id="earlier"'))]
+    chosen_name = Offer.objects.get(code=other).name
+    assert "overridden</strong> by senior_manager" in earlier and chosen_name in earlier
+    assert "member buys in store" in earlier and "not redeemed in 14 days" in earlier
+    assert f'href="/queue/{overridden.pk}/"' in earlier
+    page = client.get(f"/queue/{later[approved.member_id].pk}/").content.decode()
+    assert "approved by senior_manager" in page and ">redeemed<" in page
+    body = client.get(f"/api/recommendations/{later[overridden.member_id].pk}/").json()
+    assert body["earlier"] == [{
+        "id": overridden.pk, "run": run.pk, "as_of": program.as_of.isoformat(), "status": "overridden",
+        "offer_code": overridden.offer.code, "probability": overridden.probability,
+        "decision_action": "override", "decided_by": "senior_manager", "reason_code": "model_wrong",
+        "reason_text": "member buys in store", "sent_offer_code": other, "responded": False,
+        "engaged": bool(truth[ids[overridden.member_id]]),
+    }]
 
 
 def test_override_lesson_moves_response_rates_in_proportion_to_offer_value() -> None:
