@@ -428,8 +428,8 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
         days = items.days_since_rejected
         mask = np.nan_to_num(days, nan=np.inf) <= float(t)
         return mask, lambda i: (
-            f"A manager turned down {items.offer_code[i] or 'no action'} for this member on a run "
-            f"{days[i]:.0f} days earlier"
+            f"A manager turned down {items.offer_code[i] or 'no action'} for this member on "
+            + ("an earlier run of the same as-of date" if days[i] < 1 else f"a run {days[i]:.0f} days earlier")
         )
     raise ValueError(f"unknown rule {rule.kind!r}")
 

@@ -149,7 +149,8 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     repeat = later[overridden.member_id]
     assert repeat.offer_id == overridden.offer_id
     assert [r["text"] for r in repeat.route_reasons if r["code"] == "rejected_before"] == [
-        f"A manager turned down {overridden.offer.code} for this member on a run 0 days earlier: manager review."]
+        f"A manager turned down {overridden.offer.code} for this member on an earlier run of the same as-of date: "
+        "manager review."]
     assert not any(r["code"] == "rejected_before" for r in later[approved.member_id].route_reasons)
 
     client = Client()
