@@ -513,11 +513,13 @@ class LearningSettingsAPI(APIView):
 class RunOutcomesAPI(APIView):
     permission_classes = can("view_queue")
 
-    @extend_schema(summary="A run's realized outcomes: model and manager accuracy, holdout lift",
+    @extend_schema(summary="A run's realized outcomes: model and manager accuracy, holdout lift, "
+                           "what overrides realized against the model's expectation",
                    responses={200: None, **ERRORS}, tags=["runs"])
     def get(self, request: Request, pk: int) -> Response:
-        from recommendations.outcomes import decision_accuracy, holdout_lift
+        from recommendations.outcomes import decision_accuracy, holdout_lift, override_payoff
 
         if not ScoringRun.objects.filter(pk=pk).exists():
             raise NotFound(f"scoring run {pk} does not exist")
-        return Response({"accuracy": decision_accuracy(run_id=pk), "holdout_lift": holdout_lift(run_id=pk)})
+        return Response({"accuracy": decision_accuracy(run_id=pk), "holdout_lift": holdout_lift(run_id=pk),
+                         "override_payoff": override_payoff(run_id=pk)})

@@ -153,7 +153,12 @@ def loop_simulate(
     from recommendations.decisions import decision_record
     from recommendations.learning import evaluation_member_pks, model_version_retrain
     from recommendations.models import OPEN_STATUSES, ModelVersion, Recommendation
-    from recommendations.outcomes import decision_accuracy, holdout_lift, outcomes_refresh
+    from recommendations.outcomes import (
+        decision_accuracy,
+        holdout_lift,
+        outcomes_refresh,
+        override_payoff,
+    )
     from recommendations.runs import run_start
     from recommendations.scoring import oracle_choice, policy_report
     from recommendations.selectors import model_version_champion, offer_terms_list
@@ -209,6 +214,7 @@ def loop_simulate(
     per_cycle = int(round(review_share * len(order)))
     evaluation = evaluation_member_pks()
     reviewed: set[int] = set()
+    override_truth: list[tuple[float, float]] = []  # true EV of (the model's pick, the manager's) per override
     previous_recs, previous_version = pd.DataFrame(), None
     report: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="simulate-loop-"))
@@ -258,6 +264,7 @@ def loop_simulate(
                 else:
                     overrides += 1
                     overridden_biased += bool(truth.at[rec.member_id, "biased"])
+                    override_truth.append((true_ev.at[rec.member_id, rec.offer_code], true_ev.at[rec.member_id, best]))
                     decision_record(
                         recommendation_id=rec.pk, actor=manager, action="override", chosen_offer_code=best,
                         reason_code="model_wrong",
@@ -307,6 +314,14 @@ def loop_simulate(
                 "pk", flat=True).first(),
             "holdout_lift": holdout_lift(run_id=last_run),
             "accuracy": decision_accuracy(),
+            # The simulated managers know the truth: their overrides should realize more than
+            # the model expected of the picks they turned down.
+            "override_payoff": override_payoff(),
+            # ... against the truth, which the payoff can only estimate from realized responses.
+            "override_true_ev": {
+                "model_pick": float(np.mean([m for m, _ in override_truth])) if override_truth else None,
+                "manager_choice": float(np.mean([c for _, c in override_truth])) if override_truth else None,
+            },
             "evaluation_members": len(evaluation),
         }
     return {"cycles": report, "final": final}

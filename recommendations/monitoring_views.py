@@ -6,6 +6,7 @@ view parses input, calls one service or enqueues one task, and redirects back to
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -36,6 +37,7 @@ from recommendations.monitoring import (
     monitor_thresholds,
     monitor_thresholds_save,
 )
+from recommendations.outcomes import override_payoff
 from recommendations.rollout import rollout_overview
 from recommendations.training import INTERVAL_LEVEL
 
@@ -145,6 +147,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
         "rates_manager": decision_rates(by="manager"),
         "speed": speed,
         "speed_summary": approval_speed_summary(speed),
+        "payoff": override_payoff(),
+        "currency": settings.LOYALTY_CURRENCY,
         "drift": drift_measure(model_version_id=selected.pk) if selected else None,
         "fairness": fairness,
         "challenger": challenger,

@@ -261,6 +261,83 @@ def decision_accuracy(*, run_id: int | None = None) -> dict[str, Any]:
     return result
 
 
+# ---------------------------------------------------------------------------- override payoff
+
+# How an item was decided, for override_payoff: the model's pick was sent, or a manager's.
+PAYOFF_GROUPS = {
+    "as_recommended": (Decision.Action.APPROVE, Decision.Action.AUTO_APPROVE),
+    "overridden": (Decision.Action.OVERRIDE,),
+}
+
+
+def _mean_interval(values: np.ndarray, level: float) -> dict[str, float | None]:
+    """Mean with a normal-approximation interval (the items are independent members)."""
+    from scipy.stats import norm
+
+    n = len(values)
+    if not n:
+        return {"mean": None, "low": None, "high": None}
+    mean = float(values.mean())
+    if n < 2:
+        return {"mean": mean, "low": None, "high": None}
+    half = float(norm.ppf(0.5 + level / 2) * values.std(ddof=1) / np.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half}
+
+
+def override_payoff(*, run_id: int | None = None, level: float = 0.9) -> dict[str, Any]:
+    """What the items a person decided realized, against what the model expected.
+
+    For every decided item (not in the holdout) whose result is known: realized value = the
+    offer sent's value if it was redeemed, minus its cost (0 when nothing was sent; an offer's
+    result is known once its response window closed). ``model_expected`` is the expected value
+    the model showed for its own pick. Per group (as_recommended: approved or auto-approved;
+    overridden) and, for overrides, per manager: items, mean realized value, mean model
+    expectation and their difference per item, each with a ``level`` interval.
+
+    When the as_recommended difference is near 0 the model's expected values are honest on the
+    offers it picks, and the overridden difference estimates what overriding gained (> 0) or
+    lost per item against letting the model's pick go out.
+    """
+    qs = Outcome.objects.filter(holdout=False, decision_action__in=[a for g in PAYOFF_GROUPS.values() for a in g])
+    if run_id is not None:
+        qs = qs.filter(run_id=run_id)
+    frame = pd.DataFrame.from_records(
+        qs.order_by("recommendation_id").values_list(
+            "decision_action", "decided_by", "decided_offer_code", "recommended_offer_code", "responded",
+            "recommendation__expected_value",
+        ).iterator(chunk_size=20_000),
+        columns=["decision_action", "decided_by", "decided_offer_code", "recommended_offer_code", "responded",
+                 "model_expected"],
+    )
+    result: dict[str, Any] = {"run": run_id, "level": level, "groups": {}, "per_manager": {}}
+    if not len(frame):
+        return result
+    sent = frame["decided_offer_code"] != ""
+    # Known: nothing sent (0 now), or the response window of the offer sent has closed.
+    frame = frame[~sent | frame["responded"].notna()].copy()
+    frame["responded"] = frame["responded"].fillna(False).astype(bool)
+    # Approving "no action" when the model proposed none teaches nothing about value.
+    frame = frame[(frame["decided_offer_code"] != "") | (frame["recommended_offer_code"] != "")]
+    frame["realized"] = _value(frame, _offer_terms())
+
+    def summary(part: pd.DataFrame) -> dict[str, Any]:
+        realized = part["realized"].to_numpy(float)
+        expected = part["model_expected"].to_numpy(float)
+        return {
+            "items": int(len(part)),
+            "realized": _mean_interval(realized, level),
+            "model_expected": float(expected.mean()) if len(part) else None,
+            "difference": _mean_interval(realized - expected, level),
+        }
+
+    for name, actions in PAYOFF_GROUPS.items():
+        result["groups"][name] = summary(frame[frame["decision_action"].isin(actions)])
+    overrides = frame[frame["decision_action"] == Decision.Action.OVERRIDE]
+    for manager, part in overrides.groupby("decided_by"):
+        result["per_manager"][str(manager)] = summary(part)
+    return result
+
+
 # ------------------------------------------------------------------------------ holdout lift
 
 
@@ -323,4 +400,6 @@ def on_events_imported(sender: Any = None, **kwargs: Any) -> None:
     refresh_outcomes.delay()
 
 
-__all__ = ["data_until", "decision_accuracy", "holdout_lift", "on_events_imported", "outcomes_refresh"]
+__all__ = [
+    "data_until", "decision_accuracy", "holdout_lift", "on_events_imported", "outcomes_refresh", "override_payoff",
+]

@@ -24,7 +24,7 @@ from recommendations.learning import (
     override_response_targets,
 )
 from recommendations.models import ModelVersion, Outcome, Recommendation, RecommendationStatus
-from recommendations.outcomes import decision_accuracy, holdout_lift
+from recommendations.outcomes import decision_accuracy, holdout_lift, override_payoff
 from recommendations.queue import member_earlier_items
 from recommendations.runs import run_start
 from recommendations.services import model_version_train
@@ -100,6 +100,25 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     assert report["per_manager"]["senior_manager"]["decisions"] == 2
     assert report["per_manager"]["senior_manager"]["overrides"] == 1
     assert report["per_model"][str(run.model_version_id)]["auc"] > 0.6
+    # What the decided items realized against what the model expected for its own pick.
+    payoff = override_payoff(run_id=run.pk)
+    prices = {o.code: (float(o.cost), float(o.value)) for o in Offer.objects.all()}
+    cost, value = prices[approved.offer.code]
+    assert payoff["groups"]["as_recommended"]["items"] == 1  # the undone approval decided nothing
+    assert payoff["groups"]["as_recommended"]["realized"]["mean"] == pytest.approx(value - cost)
+    assert payoff["groups"]["as_recommended"]["difference"]["mean"] == pytest.approx(
+        value - cost - approved.expected_value)
+    overrides = payoff["per_manager"]["senior_manager"]
+    assert overrides == payoff["groups"]["overridden"]
+    assert (overrides["items"], overrides["realized"]["mean"], overrides["model_expected"]) == (
+        1, pytest.approx(-prices[other][0]), pytest.approx(overridden.expected_value))
+    assert overrides["realized"]["low"] is None  # one item: no interval
+    client = Client()
+    client.force_login(role_users["admin"])
+    page = client.get("/models/").content.decode()
+    row = page[page.index('id="payoff-overridden"'):]
+    assert f"{-prices[other][0]:+,.2f}" in row[:row.index("</tr>")]
+    assert client.get(f"/api/runs/{run.pk}/outcomes/").json()["override_payoff"]["groups"]["overridden"]["items"] == 1
     lift = holdout_lift(run_id=run.pk)
     assert (lift["n_treated"], lift["n_holdout"] > 20) == (2, True)
     assert lift["low"] <= lift["lift"] <= lift["high"]
@@ -153,7 +172,6 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
         "manager review."]
     assert not any(r["code"] == "rejected_before" for r in later[approved.member_id].route_reasons)
 
-    client = Client()
     client.force_login(manager)
     page = client.get(f"/queue/{later[overridden.member_id].pk}/").content.decode()
     earlier = page[page.index('id="earlier"'):page.index("</ol>", page.index('id="earlier"'))]

@@ -82,3 +82,13 @@ def test_simulate_loop_feedback_repairs_the_planted_bias(artifacts, eager_celery
     assert ModelVersion.objects.get(status="champion").pk == report["final"]["champion"]
     lift = report["final"]["holdout_lift"]
     assert lift["n_holdout"] > 0 and lift["low"] <= lift["lift"] <= lift["high"]
+    # What the decided items realized against the model's expectation: its own picks realize
+    # what it expected (its expected values are honest), and the overrides realized about what
+    # the truth says the managers' choices are worth.
+    payoff = report["final"]["override_payoff"]["groups"]
+    truth = report["final"]["override_true_ev"]
+    assert payoff["overridden"]["items"] == overrides
+    assert payoff["as_recommended"]["difference"]["low"] < 0 < payoff["as_recommended"]["difference"]["high"]
+    assert payoff["overridden"]["realized"]["low"] < truth["manager_choice"] < payoff["overridden"]["realized"]["high"]
+    # The managers' choices are worth more than the picks they turned down (by CLEAR_REGRET at least).
+    assert truth["manager_choice"] > truth["model_pick"] + 5
