@@ -556,6 +556,8 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
     items = []
     for item in earlier:
         decision = standing.get(item.pk)
+        if decision is not None:
+            decision.recommendation = item  # already loaded: no query when a template follows it
         sent = None
         if decision is not None and not item.holdout:
             sent = decision.chosen_offer if decision.action == Decision.Action.OVERRIDE else item.offer
@@ -566,6 +568,16 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
             engaged=outcome.engaged if outcome is not None else None,
         ))
     return items
+
+
+def repeated_override(*, rec: Recommendation, earlier: list[EarlierItem]) -> Decision | None:
+    """The member's latest standing decision (items nobody decided are skipped) when it is an
+    override that turned down the very offer ``rec`` recommends: the manager's answer then is
+    the likely answer now."""
+    last = next((item for item in earlier if item.decision is not None), None)
+    if last is None or last.decision.action != Decision.Action.OVERRIDE:
+        return None
+    return last.decision if last.rec.offer_id == rec.offer_id else None
 
 
 RECENT_COMMENTS = 3

@@ -51,6 +51,7 @@ from recommendations.queue import (
     recommendation_arrays,
     recommendation_drivers,
     recommendation_get,
+    repeated_override,
 )
 from recommendations.runs import recommendation_priority_parts
 from recommendations.selectors import as_of_instant
@@ -156,6 +157,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         member_id=rec.member_id, until=_end_of(rec.as_of) if rec.as_of else timezone.now()
     )
     drivers = recommendation_drivers(rec, names, top=3)
+    earlier = member_earlier_items(rec=rec)
     recommended_code = rec.offer.code if rec.offer else None
     metric_summary, metric_others = model_metric_rows(rec.model_version.metrics)
     context = {
@@ -173,7 +175,9 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "metric_summary": metric_summary,
         "metric_others": metric_others,
         "decisions": decision_history(recommendation_id=rec.pk),
-        "earlier": member_earlier_items(rec=rec),
+        "earlier": earlier,
+        # The override form starts from the last override when the model repeats what it turned down.
+        "repeat": repeated_override(rec=rec, earlier=earlier),
         "response_window_days": RESPONSE_WINDOW_DAYS,
         "can_decide": can_decide,
         "claimed_by": claimed_by,

@@ -179,8 +179,12 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     assert "overridden</strong> by senior_manager" in earlier and chosen_name in earlier
     assert "member buys in store" in earlier and "not redeemed in 14 days" in earlier
     assert f'href="/queue/{overridden.pk}/"' in earlier
+    # The model repeats the turned-down offer: the override form starts from the last override.
+    assert f'<option value="{other}" selected>' in page and '<option value="model_wrong" selected>' in page
+    assert f'value="As on {program.as_of.isoformat()}: member buys in store"' in page and 'id="repeat-note"' in page
     page = client.get(f"/queue/{later[approved.member_id].pk}/").content.decode()
     assert "approved by senior_manager" in page and ">redeemed<" in page
+    assert 'id="repeat-note"' not in page and '<option value="model_wrong" selected>' not in page
     body = client.get(f"/api/recommendations/{later[overridden.member_id].pk}/").json()
     assert body["earlier"] == [{
         "id": overridden.pk, "run": run.pk, "as_of": program.as_of.isoformat(), "status": "overridden",
