@@ -136,6 +136,9 @@ class QueueRow:
     # This user may claim the item; another manager has it open: their name, else None.
     claimable: bool = False
     claimed_by: str | None = None
+    # The override a manager made last time for this member, when the model repeats the offer
+    # it turned down (repeated_overrides): the row's override form starts from it.
+    repeat: Decision | None = None
 
 
 @dataclass
@@ -392,6 +395,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
     allowed = set(decidable_statuses(user))
     now = timezone.now()
     claims = claims_by_others(recommendation_ids=[r.pk for r in recs if r.status in OPEN_STATUSES], user=user)
+    repeats = repeated_overrides([r for r in recs if r.status in allowed])
     return [
         QueueRow(
             rec=rec,
@@ -402,6 +406,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
             reasons=reason_texts(rec.route_reasons),
             claimable=can_claim_status(user, rec.status, allowed),
             claimed_by=claims[rec.pk].name if rec.pk in claims else None,
+            repeat=repeats.get(rec.pk),
         )
         for rec in recs
     ]
@@ -556,8 +561,6 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
     items = []
     for item in earlier:
         decision = standing.get(item.pk)
-        if decision is not None:
-            decision.recommendation = item  # already loaded: no query when a template follows it
         sent = None
         if decision is not None and not item.holdout:
             sent = decision.chosen_offer if decision.action == Decision.Action.OVERRIDE else item.offer
@@ -570,14 +573,27 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
     return items
 
 
-def repeated_override(*, rec: Recommendation, earlier: list[EarlierItem]) -> Decision | None:
-    """The member's latest standing decision (items nobody decided are skipped) when it is an
-    override that turned down the very offer ``rec`` recommends: the manager's answer then is
-    the likely answer now."""
-    last = next((item for item in earlier if item.decision is not None), None)
-    if last is None or last.decision.action != Decision.Action.OVERRIDE:
-        return None
-    return last.decision if last.rec.offer_id == rec.offer_id else None
+def repeated_overrides(recs: list[Recommendation]) -> dict[int, Decision]:
+    """Per recommendation pk: the member's latest standing decision on an earlier run (runs
+    where nobody decided are skipped; an undone decision never stands) when it is an override
+    that turned down the very offer the recommendation makes. The manager's answer then is the
+    likely answer now. One query for the members of ``recs``."""
+    if not recs:
+        return {}
+    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
+    by_member: dict[int, list[Decision]] = {}
+    for d in (
+        Decision.objects.filter(recommendation__member_id__in={r.member_id for r in recs}, action__in=DECIDING_ACTIONS)
+        .exclude(pk__in=undone).select_related("chosen_offer", "recommendation")
+        .order_by("recommendation__run_id", "sequence")
+    ):
+        by_member.setdefault(d.recommendation.member_id, []).append(d)
+    out = {}
+    for rec in recs:
+        last = next((d for d in reversed(by_member.get(rec.member_id, ())) if d.recommendation.run_id < rec.run_id), None)
+        if last is not None and last.action == Decision.Action.OVERRIDE and last.recommendation.offer_id == rec.offer_id:
+            out[rec.pk] = last
+    return out
 
 
 RECENT_COMMENTS = 3

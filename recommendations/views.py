@@ -51,7 +51,7 @@ from recommendations.queue import (
     recommendation_arrays,
     recommendation_drivers,
     recommendation_get,
-    repeated_override,
+    repeated_overrides,
 )
 from recommendations.runs import recommendation_priority_parts
 from recommendations.selectors import as_of_instant
@@ -177,7 +177,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "decisions": decision_history(recommendation_id=rec.pk),
         "earlier": earlier,
         # The override form starts from the last override when the model repeats what it turned down.
-        "repeat": repeated_override(rec=rec, earlier=earlier),
+        "repeat": repeated_overrides([rec]).get(rec.pk) if can_decide else None,
         "response_window_days": RESPONSE_WINDOW_DAYS,
         "can_decide": can_decide,
         "claimed_by": claimed_by,

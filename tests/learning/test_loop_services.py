@@ -182,6 +182,14 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     # The model repeats the turned-down offer: the override form starts from the last override.
     assert f'<option value="{other}" selected>' in page and '<option value="model_wrong" selected>' in page
     assert f'value="As on {program.as_of.isoformat()}: member buys in store"' in page and 'id="repeat-note"' in page
+    # ... and so does the queue row's override form (key o), one query for the page's members.
+    queue = client.get("/", {"member": ids[overridden.member_id], "status": ""}).content.decode()
+    row = queue[queue.index(f'id="override-{repeat.pk}"'):]
+    row = row[:row.index("</form>")]
+    assert f'<option value="{other}" selected>' in row and '<option value="model_wrong" selected>' in row
+    assert f'value="As on {program.as_of.isoformat()}: member buys in store"' in row
+    queue = client.get("/", {"member": ids[approved.member_id], "status": ""}).content.decode()
+    assert " selected>" not in queue[queue.index('class="rowform act-override"'):].split("</form>")[0]
     page = client.get(f"/queue/{later[approved.member_id].pk}/").content.decode()
     assert "approved by senior_manager" in page and ">redeemed<" in page
     assert 'id="repeat-note"' not in page and '<option value="model_wrong" selected>' not in page
