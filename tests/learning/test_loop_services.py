@@ -201,6 +201,9 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
         "reason_text": "member buys in store", "sent_offer_code": other, "responded": False,
         "engaged": bool(truth[ids[overridden.member_id]]),
     }]
+    (undecided,) = client.get(f"/api/recommendations/{later[undone.member_id].pk}/").json()["earlier"]
+    assert (undecided["decision_action"], undecided["decided_by"], undecided["sent_offer_code"],
+            undecided["responded"]) == (None, None, None, None)
 
 
 def test_override_lesson_moves_response_rates_in_proportion_to_offer_value() -> None:
