@@ -93,8 +93,8 @@ RULES: dict[str, RuleSpec] = {
                  "A drifting model's output is checked by people."),
         RuleSpec("rejected_before", "Offer a manager turned down for this member, within days", "number", True,
                  180.0, ROUTE_REVIEW,
-                 "The model recommends again what a manager overrode for this member on an earlier run: "
-                 "a person decides whether it still stands."),
+                 "The last time the model recommended this offer to this member, a manager turned it "
+                 "down: a person decides whether that still stands."),
     )
 }
 # Rules whose items may never be automated, even when an admin picks "auto".

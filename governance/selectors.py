@@ -20,6 +20,7 @@ from governance.models import EscalationPolicy, FairnessAlert
 from governance.routing import Budget, PolicyConfig, RouteInputs, RoutingContext
 from loyalty.definitions import age_band
 from recommendations.models import OPEN_STATUSES, Decision, Recommendation, RecommendationStatus
+from recommendations.selectors import turned_down_before
 
 
 def policy_active() -> EscalationPolicy | None:
@@ -134,41 +135,23 @@ def item_key(run_id: int, member_id: int) -> str:
 
 
 ROUTABLE_FIELDS = (
-    "id", "run_id", "member_id", "offer__code", "offer__cost", "offer__high_stakes", "expected_value",
+    "id", "run_id", "member_id", "offer_id", "offer__code", "offer__cost", "offer__high_stakes", "expected_value",
     "probability", "p_low", "p_high", "member__tier", "member__region", "member__gender",
     "member__birth_year", "run__as_of", "model_version__drift_psi", "model_version__drift_flagged", "status", "route",
 )
 
 
 def days_since_rejected(
-    *, run_ids: Sequence[int], member_ids: Sequence[int], offer_codes: Sequence[str | None], as_ofs: Sequence[date],
+    *, run_ids: Sequence[int], member_ids: Sequence[int], offer_ids: Sequence[int | None], as_ofs: Sequence[date],
 ) -> np.ndarray:
-    """Per item: days from the latest earlier run on which a manager's standing override (no
-    undo took it back) turned down the item's offer ("" = no action) for the item's member, to
-    the item's as-of date. NaN when no manager ever did. Overrides are few: one query over
-    the members' pk range."""
-    n = len(member_ids)
-    out = np.full(n, np.nan)
-    if not n:
-        return out
-    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
-    rejected: dict[tuple[int, str], list[tuple[int, date]]] = {}
-    for member, code, run, as_of in (
-        Decision.objects.filter(
-            action=Decision.Action.OVERRIDE,
-            recommendation__member_id__gte=min(member_ids), recommendation__member_id__lte=max(member_ids),
-        ).exclude(pk__in=undone)
-        .values_list("recommendation__member_id", "recommendation__offer__code", "recommendation__run_id",
-                     "recommendation__as_of")
-    ):
-        rejected.setdefault((member, code or ""), []).append((run, as_of))
-    if not rejected:
-        return out
-    for i, (run_id, member, code, as_of) in enumerate(zip(run_ids, member_ids, offer_codes, as_ofs, strict=True)):
-        earlier = [day for run, day in rejected.get((int(member), code or ""), ()) if run < run_id]
-        if earlier:
-            out[i] = (as_of - max(earlier)).days
-    return out
+    """Per item: days from the earlier run where a manager turned down the item's offer for its
+    member, the last time it was recommended to them (recommendations.selectors.turned_down_before),
+    to the item's as-of date. NaN when that offer was not turned down then."""
+    turned = turned_down_before(run_ids=run_ids, member_ids=member_ids, offer_ids=offer_ids)
+    return np.array(
+        [np.nan if d is None else float((as_of - d.recommendation.as_of).days) for d, as_of in zip(turned, as_ofs, strict=True)],
+        dtype=np.float64,
+    )
 
 
 @dataclass
@@ -211,7 +194,7 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
         model_psi=[math.nan if v is None else v for v in col["model_version__drift_psi"]],
         model_drift=list(col["model_version__drift_flagged"]),
         days_since_rejected=days_since_rejected(
-            run_ids=col["run_id"], member_ids=col["member_id"], offer_codes=col["offer__code"], as_ofs=col["run__as_of"],
+            run_ids=col["run_id"], member_ids=col["member_id"], offer_ids=col["offer_id"], as_ofs=col["run__as_of"],
         ),
         flagged_rules=rule_flag_masks(col["member_id"]),
     )

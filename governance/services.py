@@ -209,7 +209,7 @@ def routes_for_scoring(
         model_psi=np.full(n, psi),
         model_drift=np.full(n, bool(model_version.drift_flagged)),
         days_since_rejected=days_since_rejected(
-            run_ids=[run_id] * n, member_ids=member_ids, offer_codes=[o.code if o else "" for o in offers],
+            run_ids=[run_id] * n, member_ids=member_ids, offer_ids=[o.pk if o else None for o in offers],
             as_ofs=[as_of] * n,
         ),
         flagged_rules=rule_flag_masks(member_ids),

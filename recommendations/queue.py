@@ -28,14 +28,13 @@ from loyalty.roles import has_capability
 from recommendations.claims import claims_by_others
 from recommendations.explain import describe_drivers
 from recommendations.models import (
-    DECIDING_ACTIONS,
     OPEN_STATUSES,
     Decision,
     ModelVersion,
     Recommendation,
     RecommendationStatus,
 )
-from recommendations.selectors import as_of_instant
+from recommendations.selectors import as_of_instant, standing_decisions, turned_down_before
 from recommendations.text import comment_sentiments, sentiment_label, shorten
 
 User = AbstractBaseUser | AnonymousUser
@@ -226,7 +225,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
 # What a queue row shows (page and API): loading every column of three tables cost more
 # CPU than rendering the rows. The alternatives and PII only appear on the detail page.
 QUEUE_ROW_FIELDS = (
-    "id", "status", "route", "route_reasons", "created_at", "priority", "model_version",
+    "id", "run", "status", "route", "route_reasons", "created_at", "priority", "model_version",
     "probability", "p_low", "p_high", "expected_value", "ev_low", "ev_high", "shap_values", "features",
     "member", "member__member_id", "member__tier", "member__region",
     "offer", "offer__code", "offer__name", "offer__high_stakes",
@@ -550,14 +549,7 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
         Recommendation.objects.filter(member_id=rec.member_id, run_id__lt=rec.run_id)
         .select_related("offer", "outcome").order_by("-run_id")[:limit]
     )
-    decisions = list(
-        Decision.objects.filter(recommendation__in=earlier).select_related("chosen_offer").order_by("sequence")
-    )
-    undone = {d.compensates_id for d in decisions if d.compensates_id}
-    standing: dict[int, Decision] = {}
-    for d in decisions:
-        if d.action in DECIDING_ACTIONS and d.pk not in undone:
-            standing[d.recommendation_id] = d
+    standing = standing_decisions(Decision.objects.filter(recommendation__in=earlier))
     items = []
     for item in earlier:
         decision = standing.get(item.pk)
@@ -574,26 +566,13 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
 
 
 def repeated_overrides(recs: list[Recommendation]) -> dict[int, Decision]:
-    """Per recommendation pk: the member's latest standing decision on an earlier run (runs
-    where nobody decided are skipped; an undone decision never stands) when it is an override
-    that turned down the very offer the recommendation makes. The manager's answer then is the
-    likely answer now. One query for the members of ``recs``."""
-    if not recs:
-        return {}
-    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
-    by_member: dict[int, list[Decision]] = {}
-    for d in (
-        Decision.objects.filter(recommendation__member_id__in={r.member_id for r in recs}, action__in=DECIDING_ACTIONS)
-        .exclude(pk__in=undone).select_related("chosen_offer", "recommendation")
-        .order_by("recommendation__run_id", "sequence")
-    ):
-        by_member.setdefault(d.recommendation.member_id, []).append(d)
-    out = {}
-    for rec in recs:
-        last = next((d for d in reversed(by_member.get(rec.member_id, ())) if d.recommendation.run_id < rec.run_id), None)
-        if last is not None and last.action == Decision.Action.OVERRIDE and last.recommendation.offer_id == rec.offer_id:
-            out[rec.pk] = last
-    return out
+    """Per recommendation pk: the override a manager made the last time the model recommended
+    this offer to this member (selectors.turned_down_before), where there is one: the override
+    forms start from it."""
+    turned = turned_down_before(
+        run_ids=[r.run_id for r in recs], member_ids=[r.member_id for r in recs], offer_ids=[r.offer_id for r in recs]
+    )
+    return {rec.pk: d for rec, d in zip(recs, turned, strict=True) if d is not None}
 
 
 RECENT_COMMENTS = 3

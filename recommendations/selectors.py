@@ -13,7 +13,7 @@ import psycopg
 from django.db import connection
 
 from loyalty.models import Event, EventKind, Member, Offer
-from recommendations.models import ModelVersion
+from recommendations.models import DECIDING_ACTIONS, Decision, ModelVersion
 from recommendations.scoring import OfferTerms
 
 MEMBER_FIELDS = [
@@ -321,3 +321,45 @@ def offer_terms_list(*, active_only: bool = True, codes: list[str] | None = None
 
 def model_version_champion() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.CHAMPION).first()
+
+
+def standing_decisions(decisions) -> dict[int, Decision]:
+    """Per recommendation id: the decision that stands on it, i.e. its latest approve, override
+    or auto-approve that no undo took back. ``decisions`` is a Decision queryset narrowed to the
+    recommendations of interest; one query."""
+    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
+    standing: dict[int, Decision] = {}
+    for d in (decisions.filter(action__in=DECIDING_ACTIONS).exclude(pk__in=undone)
+              .select_related("chosen_offer", "recommendation").order_by("sequence")):
+        standing[d.recommendation_id] = d  # later in sequence replaces earlier
+    return standing
+
+
+# Up to this many members are looked up by id; more (a scoring chunk, a re-routing of the whole
+# queue) by the pk range they span, which Postgres scans instead of parsing a long IN list.
+_MEMBERS_BY_ID = 500
+
+
+def turned_down_before(
+    *, run_ids: Sequence[int], member_ids: Sequence[int], offer_ids: Sequence[int | None],
+) -> list[Decision | None]:
+    """Per item (run, member, recommended offer; None = no action): the override that stands
+    on the member's latest recommendation of the SAME offer in an earlier run, when a manager
+    turned that offer down there; None when the offer was approved the last time it was
+    recommended, was never recommended before, or nobody decided. One query for all items."""
+    out: list[Decision | None] = [None] * len(member_ids)
+    if not len(member_ids):
+        return out
+    members = {int(m) for m in member_ids}
+    decisions = Decision.objects.filter(recommendation__run_id__lt=max(int(r) for r in run_ids))
+    decisions = decisions.filter(recommendation__member_id__in=members) if len(members) <= _MEMBERS_BY_ID else (
+        decisions.filter(recommendation__member_id__gte=min(members), recommendation__member_id__lte=max(members)))
+    by_offer: dict[tuple[int, int | None], list[Decision]] = {}
+    for d in sorted(standing_decisions(decisions).values(), key=lambda d: d.recommendation.run_id):
+        by_offer.setdefault((d.recommendation.member_id, d.recommendation.offer_id), []).append(d)
+    for i, (run_id, member, offer) in enumerate(zip(run_ids, member_ids, offer_ids, strict=True)):
+        last = next((d for d in reversed(by_offer.get((int(member), offer), ())) if d.recommendation.run_id < run_id), None)
+        if last is not None and last.action == Decision.Action.OVERRIDE:
+            out[i] = last
+    return out
+

@@ -264,26 +264,35 @@ def test_policy_api_is_admin_only_with_versions_and_preview(world, role_users, r
 
 
 def test_an_offer_a_manager_turned_down_for_the_member_is_not_automated_again(world, role_users, run_callbacks):
-    """Next run, the same offer for the same member goes to a person while the override stands
-    (and for `threshold` days of as-of time); an undone override or an approval does not count."""
+    """Next run, the same offer for the same member goes to a person when a manager turned it
+    down the last time it was recommended to them (within `threshold` days of as-of time); an
+    undone override, an approval, or an approval of the same offer after the override does not."""
     from datetime import timedelta
 
     from recommendations.decisions import decision_undo
     from tests.desk.factories import make_run
 
     manager = role_users["manager"]
-    turned_down, undone, approved = (make_member() for _ in range(3))
-    first = {m: make_rec(run=world.run, member=m, offer=world.bonus) for m in (turned_down, undone, approved)}
-    for member in (turned_down, undone):
+    turned_down, undone, approved, changed_mind = (make_member() for _ in range(4))
+    first = {m: make_rec(run=world.run, member=m, offer=world.bonus)
+             for m in (turned_down, undone, approved, changed_mind)}
+    for member in (changed_mind, turned_down, undone):
         decision = decision_record(recommendation_id=first[member].pk, actor=manager, action="override",
                                    chosen_offer_code=world.discount.code, reason_code="model_wrong",
                                    reason_text="buys with discounts only")
     decision_undo(decision_id=decision.pk, actor=manager)
     decision_record(recommendation_id=first[approved].pk, actor=manager, action="approve")
+    # A run between: the same offer again for one member, approved this time.
+    between = make_run(world.model)
+    between.as_of = world.run.as_of + timedelta(days=10)
+    between.save()
+    middle = make_rec(run=between, member=changed_mind, offer=world.bonus)
+    decision_record(recommendation_id=middle.pk, actor=manager, action="approve")
     later_run = make_run(world.model)
     later_run.as_of = world.run.as_of + timedelta(days=30)
     later_run.save()
-    again = {m: make_rec(run=later_run, member=m, offer=world.bonus) for m in (turned_down, undone, approved)}
+    again = {m: make_rec(run=later_run, member=m, offer=world.bonus)
+             for m in (turned_down, undone, approved, changed_mind)}
 
     save(role_users["admin"], run_callbacks)
     assert status(again[turned_down]) == "pending"
@@ -291,6 +300,7 @@ def test_an_offer_a_manager_turned_down_for_the_member_is_not_automated_again(wo
     assert [r["text"] for r in again[turned_down].route_reasons] == [
         f"A manager turned down {world.bonus.code} for this member on a run 30 days earlier: manager review."]
     assert status(again[undone]) == "auto_approved" and status(again[approved]) == "auto_approved"
+    assert status(again[changed_mind]) == "auto_approved"
     # Older than the admin's window, the rejection no longer holds the item back.
     save(role_users["admin"], run_callbacks, rules={"rejected_before": {"enabled": True, "threshold": 29}})
     assert status(again[turned_down]) == "auto_approved"
