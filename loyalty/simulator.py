@@ -65,7 +65,7 @@ simulated into the database in one block's memory (`manage.py bench` does this).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -161,6 +161,9 @@ class SimulatedProgram:
     horizon_days: int
     bias_group: tuple[str, str] | None = None
     bias_rate: float = 0.0
+    # The ground truth at earlier dates (simulate_program's earlier_as_of), as ground_truth
+    # plus ``points_balance`` (the balance on that date).
+    earlier_truth: dict[date, pd.DataFrame] = field(default_factory=dict)
 
 
 def _comment_vocabulary() -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
@@ -263,12 +266,15 @@ TURN_SCORED_SHARE = 0.3
 TRUTH_PATHS = 128
 
 
-def _pending_decline_share(history_days: int, days: int) -> float:
-    """P(a decline starts within the horizon | the member is neither declining nor in a dip at as_of)."""
+def _pending_decline_share(*, history_days: int, at: int, horizon_days: int) -> float:
+    """P(a decline starts within [at, at + horizon) | the member is neither declining nor in a
+    dip at ``at``). Onsets are uniform on [ONSET_FROM * history_days, history + horizon days)."""
+    days = history_days + horizon_days
     lo = ONSET_FROM * history_days
-    later = DECLINE_SHARE * (days - history_days) / (days - lo)
+    inside = DECLINE_SHARE * horizon_days / (days - lo)
+    not_started = DECLINE_SHARE * (days - at) / (days - lo)
     stable = 1.0 - DECLINE_SHARE - RECOVER_SHARE
-    return later / (later + stable)
+    return inside / (not_started + stable)
 
 
 def _engagement_truth(
@@ -283,6 +289,7 @@ def _engagement_truth(
     season: np.ndarray,
     future_week: np.ndarray,
     decline_share: float,
+    recovery_share: float = 1.0,
 ) -> np.ndarray:
     """P(at least one purchase in the horizon | latent state at as_of), by Monte Carlo.
 
@@ -292,8 +299,10 @@ def _engagement_truth(
     integrated over, with the distributions the simulation itself draws from: OU shocks of
     the weeks that begin inside the horizon, a decline that starts inside the horizon
     (probability ``decline_share`` for members neither declining nor in a dip) at a uniform
-    onset with a uniform slope, and for members still in their starting dip, the day their
-    recovery begins (uniform over the horizon, by construction) and its slope.
+    onset with a uniform slope, and for members still in their starting dip, whether their
+    recovery begins inside the horizon (``recovery_share``: 1 at the program's as_of, where
+    every pending recovery does by construction; less at an earlier date), the day (uniform
+    over the horizon) and its slope.
 
     ``p = 1 - E[exp(-L)]`` with ``L`` the integrated purchase rate over the horizon, averaged
     over TRUTH_PATHS antithetic paths, so E[engaged | state] = p for the realized outcome.
@@ -318,7 +327,10 @@ def _engagement_truth(
         # horizon, uniform) and slope; a pending decline starts inside it with decline_share.
         onset = rng.uniform(0.0, horizon, n)
         slope = rng.uniform(lo_slope, hi_slope, n)
-        starts = pending_recovery | (pending_decline & (rng.random(n) < decline_share))
+        # One uniform serves both (the two groups are disjoint): with recovery_share 1 the
+        # stream is the one drawn before earlier dates were supported.
+        u = rng.random(n)
+        starts = (pending_recovery & (u < recovery_share)) | (pending_decline & (u < decline_share))
         weekly = known_weekly.copy()
         rows = np.nonzero(sampled & starts)[0]
         if len(rows):
@@ -353,6 +365,8 @@ class _Chunk:
     engaged: np.ndarray
     p_response: np.ndarray
     balance: np.ndarray
+    # The truth at earlier days (history_days - k): p_engage, engaged, p_response, balance.
+    earlier: dict[int, dict[str, np.ndarray]]
 
 
 # The per-event fields of _Chunk.
@@ -368,6 +382,7 @@ def _simulate_block(
     season: np.ndarray,
     history_days: int,
     horizon_days: int,
+    earlier_days: tuple[int, ...] = (),
 ) -> _Chunk:
     n = len(attrs["tier"])
     days = history_days + horizon_days
@@ -399,32 +414,43 @@ def _simulate_block(
         ou[:, w] = OU_PHI * ou[:, w - 1] + shocks[:, w]
     r = trend + ou[:, d // 7]
 
-    # The truth at as_of integrates over what has not happened yet (see _engagement_truth):
-    # the trend is known where it has started, and the OU level of the last week begun.
-    started = onset < h
-    pending_decline = ~recoverer & ~(decliner & started)
-    pending_recovery = recoverer & ~started
-    trend_known = trend[:, h:].copy()
-    trend_known[pending_decline] = 0.0
-    trend_known[pending_recovery] = -dip[pending_recovery, None]
-    last_week = (h - 1) // 7
-    p_engage = _engagement_truth(
-        truth_rng,
-        lambda0=attrs["lambda0"],
-        trend_known=trend_known,
-        ou_now=ou[:, last_week].astype(np.float64),
-        pending_decline=pending_decline,
-        pending_recovery=pending_recovery,
-        dip=dip,
-        season=season[h:] * alive[:, h:],
-        future_week=d[h:] // 7 - last_week,
-        decline_share=_pending_decline_share(h, days),
-    )
-    del trend, ou, shocks, trend_known
+    def engagement_truth(at: int, trend: np.ndarray, ou: np.ndarray) -> np.ndarray:
+        """p_engage at day `at`: integrates over what has not happened yet (see
+        _engagement_truth); the trend is known where it has started, and the OU level of the
+        last week begun."""
+        started = onset < at
+        pending_decline = ~recoverer & ~(decliner & started)
+        pending_recovery = recoverer & ~started
+        window = slice(at, at + horizon_days)
+        trend_known = trend[:, window].copy()
+        trend_known[pending_decline] = 0.0
+        trend_known[pending_recovery] = -dip[pending_recovery, None]
+        last_week = (at - 1) // 7
+        return _engagement_truth(
+            truth_rng,
+            lambda0=attrs["lambda0"],
+            trend_known=trend_known,
+            ou_now=ou[:, last_week].astype(np.float64),
+            pending_decline=pending_decline,
+            pending_recovery=pending_recovery,
+            dip=dip,
+            season=season[window] * alive[:, window],
+            future_week=d[window] // 7 - last_week,
+            decline_share=_pending_decline_share(history_days=h, at=at, horizon_days=horizon_days),
+            recovery_share=horizon_days / (days - at),
+        )
+
+    # The truth at as_of first, then at the earlier dates: the truth's stream is consumed in
+    # that order, so asking for earlier dates leaves the as_of truth unchanged.
+    p_engage = engagement_truth(h, trend, ou)
+    earlier = {at: {"p_engage": engagement_truth(at, trend, ou)} for at in earlier_days}
+    del trend, ou, shocks
 
     lam = (attrs["lambda0"][:, None] * np.exp(r) * season[None, :] * alive).astype(np.float64)
     purchases = rng.poisson(lam)
     engaged = purchases[:, h:].sum(axis=1) > 0
+    for at, truth in earlier.items():
+        truth["engaged"] = purchases[:, at : at + horizon_days].sum(axis=1) > 0
     del lam
 
     weekday_flat = season / season.mean()
@@ -568,6 +594,9 @@ def _simulate_block(
     everyone = np.arange(n)
     p_response = _sigmoid(_response_logits(**state(everyone, np.full(n, h))))
     balance_as_of = bal_end[:, h - 1] if h > 0 else attrs["balance0"]
+    for at, truth in earlier.items():
+        truth["p_response"] = _sigmoid(_response_logits(**state(everyone, np.full(n, at))))
+        truth["balance"] = np.round(bal_end[:, at - 1]).astype(np.int64)
 
     def full(size: int, value, dtype) -> np.ndarray:
         return np.full(size, value, dtype=dtype)
@@ -601,6 +630,7 @@ def _simulate_block(
         engaged=engaged,
         p_response=p_response,
         balance=np.round(balance_as_of).astype(np.int64),
+        earlier=earlier,
     )
 
 
@@ -722,6 +752,7 @@ class ProgramBlock:
     cols: dict[str, np.ndarray]  # every simulated event, numeric (see _Chunk)
     history: np.ndarray  # per event: before as_of
     recorded: np.ndarray  # per event: in the recorded history (history minus planted-bias losses)
+    earlier_truth: dict[date, pd.DataFrame]  # as ground_truth, at each earlier_as_of date, + points_balance
 
     def events(self) -> pd.DataFrame:
         return self._frame(self.recorded)
@@ -744,12 +775,17 @@ def simulate_program_blocks(
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     bias_group: tuple[str, str] | None = None,
     bias_rate: float = 0.0,
+    earlier_as_of: tuple[date, ...] = (),
 ) -> Iterator[ProgramBlock]:
     """The program `simulate_program` returns, one block of members at a time.
 
     Members are independent and every block draws from its own stream, so a caller can
     write each block away and drop it: memory stays at one block's worth whatever
     `members` is. Concatenated, the blocks are exactly simulate_program's frames.
+
+    ``earlier_as_of``: dates before as_of at which the ground truth is also wanted (a desk
+    that scores the same program again month after month); the as_of truth and the events
+    do not depend on them.
     """
     if members < 1:
         raise ValueError("members must be at least 1")
@@ -759,6 +795,9 @@ def simulate_program_blocks(
         raise ValueError("bias_rate must be within [0, 1]")
     if bias_group is not None and bias_group[0] not in MEMBER_COLUMNS:
         raise ValueError(f"bias group column must be one of {MEMBER_COLUMNS}")
+    earlier_days = tuple(history_days - (as_of - d).days for d in earlier_as_of)
+    if any(not 0 < at < history_days for at in earlier_days):
+        raise ValueError(f"earlier_as_of dates must lie within the {history_days} history days before as_of")
 
     root = np.random.SeedSequence(seed)
     attr_seq, bias_seq, *block_seqs = root.spawn(2 + (members + CHUNK_MEMBERS - 1) // CHUNK_MEMBERS)
@@ -778,6 +817,7 @@ def simulate_program_blocks(
             seq, attrs={k: v[lo:hi] for k, v in attrs.items()}, first=lo, season=season, day0=day0, as_of=as_of,
             history_days=history_days, horizon_days=horizon_days,
             bias=(bias_group, bias_rate, bias_rng) if bias_group is not None and bias_rate > 0 else None,
+            earlier=dict(zip(earlier_as_of, earlier_days, strict=True)),
         )
 
 
@@ -792,11 +832,12 @@ def _program_block(
     history_days: int,
     horizon_days: int,
     bias: tuple[tuple[str, str], float, np.random.Generator] | None,
+    earlier: dict[date, int],
 ) -> ProgramBlock:
     # The truth's Monte Carlo draws from its own stream, so it never shifts the events.
     chunk = _simulate_block(
         np.random.default_rng(seq), truth_rng=np.random.default_rng(seq.spawn(1)[0]), first=first, attrs=attrs,
-        season=season, history_days=history_days, horizon_days=horizon_days,
+        season=season, history_days=history_days, horizon_days=horizon_days, earlier_days=tuple(earlier.values()),
     )
     member_frame = _members_frame(attrs, first=first, balance=chunk.balance, day0=day0, as_of=as_of)
     cols = {name: getattr(chunk, name) for name in _EVENT_FIELDS}
@@ -818,13 +859,21 @@ def _program_block(
         lost = bias_rng.random(len(hit)) < rate
         recorded &= ~(hit & lost)
 
-    truth = pd.DataFrame({"member_id": member_frame["member_id"], "p_engage": chunk.p_engage, "engaged": chunk.engaged})
-    for j, code in enumerate(OFFER_CODES):
-        truth[f"p_response_{code}"] = chunk.p_response[:, j]
-    truth["biased"] = in_group
+    def truth_frame(p_engage: np.ndarray, engaged: np.ndarray, p_response: np.ndarray) -> pd.DataFrame:
+        truth = pd.DataFrame({"member_id": member_frame["member_id"], "p_engage": p_engage, "engaged": engaged})
+        for j, code in enumerate(OFFER_CODES):
+            truth[f"p_response_{code}"] = p_response[:, j]
+        truth["biased"] = in_group
+        return truth
+
+    earlier_truth = {}
+    for when, at in earlier.items():
+        values = chunk.earlier[at]
+        earlier_truth[when] = truth_frame(values["p_engage"], values["engaged"], values["p_response"]).assign(
+            points_balance=values["balance"])
     return ProgramBlock(
-        members=member_frame, ground_truth=truth, first=first, day0=day0, cols=cols, history=history,
-        recorded=recorded,
+        members=member_frame, ground_truth=truth_frame(chunk.p_engage, chunk.engaged, chunk.p_response),
+        first=first, day0=day0, cols=cols, history=history, recorded=recorded, earlier_truth=earlier_truth,
     )
 
 
@@ -837,12 +886,13 @@ def simulate_program(
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     bias_group: tuple[str, str] | None = None,
     bias_rate: float = 0.0,
+    earlier_as_of: tuple[date, ...] = (),
 ) -> SimulatedProgram:
     """Simulate a program of `members` members; the same arguments give identical frames."""
     blocks = list(
         simulate_program_blocks(
             members=members, seed=seed, as_of=as_of, history_days=history_days, horizon_days=horizon_days,
-            bias_group=bias_group, bias_rate=bias_rate,
+            bias_group=bias_group, bias_rate=bias_rate, earlier_as_of=earlier_as_of,
         )
     )
     # Event frames are built once from the joined numeric columns (cheaper than joining
@@ -852,6 +902,9 @@ def simulate_program(
     recorded = np.concatenate([block.recorded for block in blocks])
     member_frame = pd.concat([block.members for block in blocks], ignore_index=True)
     truth = pd.concat([block.ground_truth for block in blocks], ignore_index=True)
+    earlier_truth = {
+        when: pd.concat([block.earlier_truth[when] for block in blocks], ignore_index=True) for when in earlier_as_of
+    }
     day0 = blocks[0].day0
     del blocks
 
@@ -868,6 +921,7 @@ def simulate_program(
         horizon_days=horizon_days,
         bias_group=bias_group if bias_group is not None and bias_rate > 0 else None,
         bias_rate=float(bias_rate) if bias_group is not None else 0.0,
+        earlier_truth=earlier_truth,
     )
 
 

@@ -30,15 +30,27 @@ Truth reaches the model only through the manager's decisions (step 3) and import
 (step 4, and at the end the program's true future events): never directly. After the last
 cycle the future events of the horizon are imported, outcomes close, and the report adds
 model/manager accuracy and the holdout lift of the last run.
+
+Two protocols. By default every cycle scores the same as_of and the managers review a new
+slice of members each cycle, so an override can only help other members. With
+``step_days`` the desk works as a real one does, month after month: cycle k scores at
+as_of + (k - 1) * step_days; before it, the program's events of the step (purchases, visits,
+the running campaign's offers) and the members' new points balances are imported, and the
+challenger is trained at the new date, so the responses to the offers the desk sent are in
+its history. ``revisit`` shows the managers the same members every cycle (cycle 1's slice),
+so their next recommendation can learn from their own override. The truth is the simulator's
+at each cycle's date (simulate_program's earlier_as_of); members who join after the first
+as_of are left out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +132,61 @@ def _import_events(frame: pd.DataFrame, directory: Path, name: str) -> dict[str,
     return result.counts()
 
 
+def _import_balances(truth: pd.DataFrame, directory: Path, name: str) -> None:
+    """The members' points balances on a new date, as a member file of the program would
+    bring them (the importer updates only the columns a file has)."""
+    from loyalty.importers import import_csv
+
+    path = directory / f"{name}.csv"
+    truth[["member_id", "points_balance"]].to_csv(path, index=False, lineterminator="\n")
+    result = import_csv(kind="members", source=path)
+    if not result.succeeded:
+        raise LoopSimulationError(f"importing {name} failed: {result.as_dict()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Truth:
+    """The ground truth on one date: per member (indexed by member_id) the frame, the true
+    response probabilities, the true best action and the true expected value of every action."""
+
+    frame: pd.DataFrame
+    response: pd.DataFrame
+    best: pd.Series
+    ev: pd.DataFrame
+
+
+def _truth_on(frame: pd.DataFrame, offers: list, codes: np.ndarray) -> _Truth:
+    from recommendations.scoring import oracle_choice
+
+    frame = frame.set_index("member_id")
+    response = frame[[f"p_response_{o.code}" for o in offers]]
+    best = pd.Series(codes[oracle_choice(response.to_numpy(float), offers)], index=frame.index)
+    # True expected value of every action per member ("" = no action: 0).
+    ev = pd.DataFrame(
+        response.to_numpy(float) * np.array([float(o.value) for o in offers]) - np.array([float(o.cost) for o in offers]),
+        index=frame.index, columns=codes[:-1],
+    ).assign(**{"": 0.0})
+    return _Truth(frame=frame, response=response, best=best, ev=ev)
+
+
+def _model_picks(model_version_id: int, as_of: date, member_pks: np.ndarray, offers: list) -> pd.DataFrame:
+    """A model's probability and offer for members on a date, scored in-process as a run
+    would (without explanations): the previous champion on this cycle's members and date."""
+    from recommendations.features import build_features
+    from recommendations.model_store import bundle_load
+    from recommendations.models import ModelVersion
+    from recommendations.scoring import score_features
+    from recommendations.selectors import member_frames_load
+
+    version = ModelVersion.objects.get(pk=model_version_id)
+    bundle = bundle_load(version.pk, version.artifact_path, version.sha256)
+    members, events = member_frames_load(as_of=as_of, pks=member_pks)
+    scored = score_features(bundle, build_features(members, events, pd.Timestamp(as_of)), offers, explain=False)
+    codes = np.array([o.code for o in offers] + [""])
+    return pd.DataFrame({"member_pk": scored.member_pks, "probability": scored.probability,
+                         "offer_code": codes[scored.offer_index]})
+
+
 def _offer_events(sent: pd.DataFrame, truth: pd.DataFrame, as_of, rng: np.random.Generator) -> pd.DataFrame:
     """offer_sent the day after as_of, and offer_redeemed with the TRUE response probability."""
     start = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
@@ -145,11 +212,18 @@ def loop_simulate(
     review_share: float = 0.2,
     log: Callable[[str], None] = lambda _m: None,
     choice_weight: float | None = None,
+    step_days: int = 0,
+    revisit: bool = False,
 ) -> dict[str, Any]:
     """Run the loop (see the module docstring); returns {"cycles": [...], "final": {...}}."""
     from loyalty.models import Member
     from loyalty.roles import ADMIN, SENIOR_MANAGER
-    from loyalty.simulator import program_write_db, simulate_program
+    from loyalty.simulator import (
+        DEFAULT_AS_OF,
+        DEFAULT_HISTORY_DAYS,
+        program_write_db,
+        simulate_program,
+    )
     from recommendations.decisions import decision_record
     from recommendations.learning import evaluation_member_pks, model_version_retrain
     from recommendations.models import OPEN_STATUSES, ModelVersion, Recommendation
@@ -160,14 +234,19 @@ def loop_simulate(
         override_payoff,
     )
     from recommendations.runs import run_start
-    from recommendations.scoring import oracle_choice, policy_report
+    from recommendations.scoring import policy_report
     from recommendations.selectors import model_version_champion, offer_terms_list
     from recommendations.services import model_version_train
 
     if cycles < 1:
         raise LoopSimulationError("--cycles must be at least 1")
-    if not 0 < review_share * cycles <= 0.8:
-        raise LoopSimulationError("review share x cycles must lie in (0, 0.8]: some members stay unreviewed")
+    if not 0 < review_share * (1 if revisit else cycles) <= 0.8:
+        raise LoopSimulationError(
+            "review share (x cycles, without revisit) must lie in (0, 0.8]: some members stay unreviewed")
+    if step_days < 0 or (step_days and step_days < RESPONSE_WINDOW_DAYS + 2):
+        raise LoopSimulationError(
+            f"--step-days must be 0 (every cycle on one date) or at least {RESPONSE_WINDOW_DAYS + 2}: "
+            "the responses to a cycle's offers arrive before the next one")
     if Member.objects.exists():
         raise LoopSimulationError(
             "simulate_loop writes a simulated program and needs an empty database "
@@ -175,7 +254,30 @@ def loop_simulate(
         )
     rng = np.random.default_rng(seed)
     log(f"simulating {members} members, bias {bias_rate} in {BIAS_GROUP[0]}={BIAS_GROUP[1]}")
-    program = simulate_program(members=members, seed=seed, bias_group=BIAS_GROUP, bias_rate=bias_rate)
+    dates = [DEFAULT_AS_OF + timedelta(days=step_days * k) for k in range(cycles)]
+    program = simulate_program(
+        members=members, seed=seed, bias_group=BIAS_GROUP, bias_rate=bias_rate, as_of=dates[-1],
+        history_days=DEFAULT_HISTORY_DAYS + (dates[-1] - dates[0]).days, earlier_as_of=tuple(sorted(set(dates) - {dates[-1]})),
+    )
+    truth_frames = {**program.earlier_truth,
+                    dates[-1]: program.ground_truth.assign(points_balance=program.members["points_balance"].to_numpy())}
+    later_events = program.events.iloc[:0]
+    if len(set(dates)) > 1:
+        # The desk starts at the first date: members who had joined by then, their events
+        # before it and their balance on it. The rest of the history arrives cycle by cycle.
+        joined = program.members["joined_at"] < pd.Timestamp(dates[0])
+        kept = set(program.members.loc[joined, "member_id"])
+        truth_frames = {when: frame[frame["member_id"].isin(kept)] for when, frame in truth_frames.items()}
+        start = pd.Timestamp(dates[0], tz="UTC")
+        program = dataclasses.replace(
+            program,
+            members=program.members[joined].assign(
+                points_balance=truth_frames[dates[0]]["points_balance"].to_numpy()),
+            events=program.events[program.events["member_id"].isin(kept)],
+            future_events=program.future_events[program.future_events["member_id"].isin(kept)],
+        )
+        later_events = program.events[program.events["occurred_at"] >= start]
+        program = dataclasses.replace(program, events=program.events[program.events["occurred_at"] < start])
     program_write_db(program)
     # Pseudonymous ids fixed by the seed (the writer draws random ones): the holdout and the
     # evaluation partition hash them, so the same arguments give the same loop.
@@ -184,7 +286,7 @@ def loop_simulate(
          for pk, member_id in Member.objects.values_list("pk", "member_id")],
         ["pseudo_id"], batch_size=5000,
     )
-    as_of, horizon = program.as_of, program.horizon_days
+    horizon = program.horizon_days
     manager = _user("sim-manager", SENIOR_MANAGER)
     admin = _user("sim-admin", ADMIN)
     # A 5% randomized holdout (audited setting) to measure the lift of the offers sent.
@@ -195,34 +297,28 @@ def loop_simulate(
     if choice_weight is not None:
         learning_settings_update(actor=admin, values={"choice_weight": choice_weight})
 
-    truth = program.ground_truth.set_index("member_id")
     member_rows = pd.DataFrame.from_records(
         Member.objects.order_by("pk").values_list("pk", "member_id", "region", "joined_at"),
         columns=["pk", "member_id", "region", "joined_at"],
     ).set_index("pk")
     offers = offer_terms_list(active_only=True)
     codes = np.array([o.code for o in offers] + [""])
-    true_resp = truth[[f"p_response_{o.code}" for o in offers]]
-    true_best = pd.Series(codes[oracle_choice(true_resp.to_numpy(float), offers)], index=truth.index)
-    # True expected value of every action per member ("" = no action: 0).
-    true_ev = pd.DataFrame(
-        true_resp.to_numpy(float) * np.array([float(o.value) for o in offers]) - np.array([float(o.cost) for o in offers]),
-        index=truth.index, columns=codes[:-1],
-    ).assign(**{"": 0.0})
 
     order = rng.permutation(member_rows.index.to_numpy())
     per_cycle = int(round(review_share * len(order)))
     evaluation = evaluation_member_pks()
     reviewed: set[int] = set()
     override_truth: list[tuple[float, float]] = []  # true EV of (the model's pick, the manager's) per override
-    previous_recs, previous_version = pd.DataFrame(), None
+    previous_version = None
     report: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="simulate-loop-"))
 
     with _eager_tasks():
         if model_version_champion() is None:
-            model_version_train(as_of=as_of, horizon_days=horizon, actor=admin, seed=seed)
+            model_version_train(as_of=dates[0], horizon_days=horizon, actor=admin, seed=seed)
         for cycle in range(1, cycles + 1):
+            as_of = dates[cycle - 1]
+            truth = _truth_on(truth_frames[as_of], offers, codes)
             champion = model_version_champion()
             run = run_start(as_of=as_of, actor=admin)
             recs = pd.DataFrame.from_records(
@@ -233,38 +329,40 @@ def loop_simulate(
             recs["offer_code"] = recs["offer_code"].fillna("")
             recs["member_id"] = member_rows.loc[recs["member_pk"], "member_id"].to_numpy()
             recs["region"] = member_rows.loc[recs["member_pk"], "region"].to_numpy()
-            figures = _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_report)
-            # The previous cycle's champion on the SAME members (its run's recommendations, same
-            # as_of): a paired comparison. Across cycles the evaluated members change (the
-            # reviewed ones drop out), which alone moves a difference by region by several points.
+            figures = _champion_figures(recs, truth, offers, reviewed, policy_report)
+            # The previous cycle's champion on the SAME members and date: a paired comparison.
+            # Across cycles the evaluated members change (the reviewed ones drop out), which
+            # alone moves a difference by region by several points.
             previous = None
-            if cycle > 1:
-                prev = previous_recs[previous_recs["member_pk"].isin(recs["member_pk"])]
+            if previous_version is not None:
+                fresh = recs[~recs["member_pk"].isin(reviewed)]
+                prev = _model_picks(previous_version, as_of, fresh["member_pk"].to_numpy(), offers).merge(
+                    fresh[["member_pk", "member_id", "region"]], on="member_pk")
                 previous = {"model_version": previous_version, **{
-                    k: v for k, v in _champion_figures(
-                        prev, truth, true_resp, offers, codes, reviewed, policy_report
-                    ).items() if k in PREVIOUS_KEYS
+                    k: v for k, v in _champion_figures(prev, truth, offers, reviewed, policy_report).items()
+                    if k in PREVIOUS_KEYS
                 }}
-            previous_recs, previous_version = recs, champion.pk
+            previous_version = champion.pk
 
             # The manager reviews this cycle's slice of the queue.
-            batch = set(order[(cycle - 1) * per_cycle : cycle * per_cycle].tolist())
+            first_member = 0 if revisit else (cycle - 1) * per_cycle
+            batch = set(order[first_member : first_member + per_cycle].tolist())
             todo = recs[recs["member_pk"].isin(batch) & recs["status"].isin([str(s) for s in OPEN_STATUSES])]
             overrides = 0
             overridden_biased = 0
             sent = []
-            biased_todo = truth.loc[todo["member_id"], "biased"].to_numpy(bool)
+            biased_todo = truth.frame.loc[todo["member_id"], "biased"].to_numpy(bool)
             for rec in todo.itertuples(index=False):
-                best = true_best[rec.member_id]
-                engaged = bool(truth.at[rec.member_id, "p_engage"] >= 0.5)
-                regret = true_ev.at[rec.member_id, best] - true_ev.at[rec.member_id, rec.offer_code]
+                best = truth.best[rec.member_id]
+                engaged = bool(truth.frame.at[rec.member_id, "p_engage"] >= 0.5)
+                regret = truth.ev.at[rec.member_id, best] - truth.ev.at[rec.member_id, rec.offer_code]
                 if regret <= CLEAR_REGRET:
                     decision_record(recommendation_id=rec.pk, actor=manager, action="approve", label_engaged=engaged)
                     sent_code = rec.offer_code
                 else:
                     overrides += 1
-                    overridden_biased += bool(truth.at[rec.member_id, "biased"])
-                    override_truth.append((true_ev.at[rec.member_id, rec.offer_code], true_ev.at[rec.member_id, best]))
+                    overridden_biased += bool(truth.frame.at[rec.member_id, "biased"])
+                    override_truth.append((truth.ev.at[rec.member_id, rec.offer_code], truth.ev.at[rec.member_id, best]))
                     decision_record(
                         recommendation_id=rec.pk, actor=manager, action="override", chosen_offer_code=best,
                         reason_code="model_wrong",
@@ -275,14 +373,23 @@ def loop_simulate(
                 if sent_code:
                     sent.append((rec.member_id, sent_code))
             reviewed |= batch
-            responses = _offer_events(pd.DataFrame(sent, columns=["member_id", "offer_code"]), truth, as_of, rng)
+            responses = _offer_events(pd.DataFrame(sent, columns=["member_id", "offer_code"]), truth.response, as_of, rng)
             _import_events(responses, workdir, f"responses-cycle-{cycle}")
             # Response windows of the day-after sends are closed RESPONSE_WINDOW_DAYS + 2 days on.
             outcomes_refresh(until=as_of + timedelta(days=RESPONSE_WINDOW_DAYS + 2))
 
-            retrain = model_version_retrain(actor=admin, as_of=as_of, horizon_days=horizon, seed=seed)
+            # Time moves on to the next cycle's date (if it is later): the program's events of
+            # the step and the new balances arrive, and the challenger is trained on that date.
+            retrain_as_of = dates[cycle] if cycle < cycles else as_of
+            if retrain_as_of > as_of:
+                step = later_events["occurred_at"] < pd.Timestamp(retrain_as_of, tz="UTC")
+                _import_events(later_events[step], workdir, f"events-to-{retrain_as_of}")
+                later_events = later_events[~step]
+                _import_balances(truth_frames[retrain_as_of], workdir, f"balances-{retrain_as_of}")
+            retrain = model_version_retrain(actor=admin, as_of=retrain_as_of, horizon_days=horizon, seed=seed)
             entry = {
                 "cycle": cycle,
+                "as_of": as_of.isoformat(),
                 "model_version": champion.pk,
                 "reviewed": int(len(todo)),
                 "override_rate": overrides / len(todo) if len(todo) else None,
@@ -327,15 +434,16 @@ def loop_simulate(
     return {"cycles": report, "final": final}
 
 
-def _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_report) -> dict[str, Any]:
+def _champion_figures(recs, truth: _Truth, offers, reviewed, policy_report) -> dict[str, Any]:
     """The champion's figures on members whose truth never reached training."""
     fresh = recs[~recs["member_pk"].isin(reviewed)]
-    y = truth.loc[fresh["member_id"], "engaged"].to_numpy(int)
-    biased = truth.loc[fresh["member_id"], "biased"].to_numpy(bool)
+    frame = truth.frame.loc[fresh["member_id"]]
+    y = frame["engaged"].to_numpy(int)
+    biased = frame["biased"].to_numpy(bool)
     p = fresh["probability"].to_numpy(float)
-    index = {c: j for j, c in enumerate(codes[:-1])}
+    index = {o.code: j for j, o in enumerate(offers)}
     chosen = np.array([index.get(c, -1) for c in fresh["offer_code"]])
-    policy = policy_report(chosen, true_resp.loc[fresh["member_id"]].to_numpy(float), offers)
+    policy = policy_report(chosen, truth.response.loc[fresh["member_id"]].to_numpy(float), offers)
     return {
         "n_evaluated": int(len(fresh)),
         "auc": _auc(y, p),
@@ -345,8 +453,7 @@ def _champion_figures(recs, truth, true_resp, offers, codes, reviewed, policy_re
         "policy_value": policy["model"] / max(len(fresh), 1),
         "policy_capture": policy["capture"],
         "mean_probability_biased": float(p[biased].mean()) if biased.any() else None,
-        "true_rate_biased": float(truth.loc[fresh["member_id"], "p_engage"].to_numpy(float)[biased].mean())
-        if biased.any() else None,
+        "true_rate_biased": float(frame["p_engage"].to_numpy(float)[biased].mean()) if biased.any() else None,
     }
 
 

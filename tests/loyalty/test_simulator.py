@@ -134,6 +134,40 @@ def test_p_engage_is_the_probability_given_the_state_at_as_of(program: Simulated
     assert abs(truth["engaged"].mean() - truth["p_engage"].mean()) < 0.02
 
 
+def test_the_truth_at_earlier_dates_is_that_of_the_same_program() -> None:
+    # A desk that scores the program month after month needs the truth on each date. Asking
+    # for it changes nothing else: the events and the as_of truth are the same draws.
+    as_of = date(2026, 8, 29)
+    earlier = (date(2026, 6, 30), date(2026, 7, 30))
+    plain = simulate_program(members=2000, seed=11, as_of=as_of, history_days=425)
+    stepped = simulate_program(members=2000, seed=11, as_of=as_of, history_days=425, earlier_as_of=earlier)
+    for name in FRAMES:
+        pd.testing.assert_frame_equal(getattr(plain, name), getattr(stepped, name))
+    assert set(stepped.earlier_truth) == set(earlier)
+    everything = pd.concat([stepped.events, stepped.future_events])
+    final_balance = stepped.members.set_index("member_id")["points_balance"]
+    for when, truth in stepped.earlier_truth.items():
+        truth = truth.set_index("member_id")
+        at = pd.Timestamp(when, tz="UTC")
+        # The outcome on that date is the purchases of the horizon after it (no planted bias
+        # here: every purchase is recorded) ...
+        window = everything[(everything["kind"] == "purchase") & (everything["occurred_at"] >= at)
+                            & (everything["occurred_at"] < at + pd.Timedelta(days=stepped.horizon_days))]
+        bought = pd.Series(truth.index.isin(set(window["member_id"])), index=truth.index)
+        assert truth["engaged"].astype(bool).equals(bought)
+        # ... its balance is today's minus the points moved since ...
+        since = everything[(everything["occurred_at"] >= at) & (everything["occurred_at"] < pd.Timestamp(as_of, tz="UTC"))]
+        rewound = final_balance - since.groupby("member_id")["points"].sum().reindex(final_balance.index).fillna(0)
+        assert (rewound - truth["points_balance"]).abs().max() <= 1
+        # ... and p_engage is the probability of that outcome given the state on that date.
+        assert abs(truth["engaged"].mean() - truth["p_engage"].mean()) < 0.03
+        assert 0.75 < roc_auc_score(truth["engaged"], truth["p_engage"]) < 0.9
+        # The response truth moves with the member's state between the dates.
+        assert not np.allclose(truth["p_response_CALL"], stepped.ground_truth["p_response_CALL"])
+    with pytest.raises(ValueError, match="earlier_as_of"):
+        simulate_program(members=10, seed=1, earlier_as_of=(date(2025, 1, 1),))
+
+
 def test_trajectory_changes_leave_feedback_in_the_history(program: SimulatedProgram) -> None:
     from recommendations.text import comment_sentiments
 

@@ -1,4 +1,4 @@
-"""python manage.py simulate_loop --cycles K [--members N] [--bias-rate R] [--seed S] [--json]"""
+"""python manage.py simulate_loop --cycles K [--members N] [--bias-rate R] [--seed S] [--step-days D] [--revisit] [--json]"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from recommendations.learning import LearningError
 from recommendations.loop_simulation import LoopSimulationError, loop_simulate
 
 CYCLE_KEYS = (
-    "cycle", "override_rate", "biased_group_override_rate", "other_groups_override_rate", "auc", "biased_group_auc", "other_groups_auc",
+    "cycle", "as_of", "override_rate", "biased_group_override_rate", "other_groups_override_rate", "auc", "biased_group_auc", "other_groups_auc",
     "dp_difference", "eo_difference", "calibration_difference", "biased_group_calibration_gap", "policy_value",
 )
 
@@ -32,6 +32,12 @@ class Command(BaseCommand):
         parser.add_argument("--choice-weight", type=float, default=None,
                             help="set LearningSettings.choice_weight (audited) before the loop, e.g. 0 to "
                                  "compare without the overrides' offer-response lessons")
+        parser.add_argument("--step-days", type=int, default=0,
+                            help="score cycle k at as_of + (k-1) x D days, importing the step's events and "
+                                 "balances in between, as a desk works month after month (0: every cycle on "
+                                 "one date)")
+        parser.add_argument("--revisit", action="store_true",
+                            help="the managers review the same members every cycle (default: new ones)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--details", action="store_true",
                             help="with --json: include per-cycle retrain details and final outcomes")
@@ -46,7 +52,7 @@ class Command(BaseCommand):
             report = loop_simulate(
                 cycles=options["cycles"], members=options["members"], bias_rate=options["bias_rate"],
                 seed=options["seed"], review_share=options["review_share"], log=log,
-                choice_weight=options["choice_weight"],
+                choice_weight=options["choice_weight"], step_days=options["step_days"], revisit=options["revisit"],
             )
         except (LoopSimulationError, LearningError) as exc:
             raise CommandError(str(exc)) from exc
