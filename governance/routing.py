@@ -290,6 +290,10 @@ class RouteInputs:
     # Days from the as-of date of the member's earlier run where a manager's standing override
     # turned down this item's offer to this item's as-of date (the latest such run); NaN: never.
     days_since_rejected: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # The offer that manager turned down ("" = no action): the model's pick, which is not
+    # offer_code when the desk recommends the manager's earlier choice instead
+    # (Recommendation.recalled_decision). Default: offer_code.
+    rejected_offer_code: Sequence[str] = ()
     # Rules behind a feature flag (recommendations.rollout): rule kind -> bool per item, the
     # rule holds only for flagged members. Rules not listed hold for everyone.
     flagged_rules: Mapping[str, np.ndarray] = field(default_factory=dict)
@@ -298,13 +302,15 @@ class RouteInputs:
         n = len(self.key)
         if not len(self.days_since_rejected):
             self.days_since_rejected = np.full(n, np.nan)
+        if not len(self.rejected_offer_code):
+            self.rejected_offer_code = list(self.offer_code)
         self.flagged_rules = {k: np.asarray(v, dtype=bool).reshape(-1) for k, v in self.flagged_rules.items()}
         for name in ("offer_cost", "expected_value", "probability", "p_low", "p_high", "model_psi",
                      "days_since_rejected"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
         for name in ("high_stakes", "model_drift"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=bool).reshape(-1))
-        for name in ("offer_code", "tier", "region", "gender", "age_band"):
+        for name in ("offer_code", "rejected_offer_code", "tier", "region", "gender", "age_band"):
             setattr(self, name, np.asarray([str(v or "") for v in getattr(self, name)], dtype=object).reshape(-1))
         lengths = {name: len(getattr(self, name)) for name in self.__dataclass_fields__ if name != "flagged_rules"}
         lengths.update({f"flagged_rules.{k}": len(v) for k, v in self.flagged_rules.items()})
@@ -428,7 +434,7 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
         days = items.days_since_rejected
         mask = np.nan_to_num(days, nan=np.inf) <= float(t)
         return mask, lambda i: (
-            f"A manager turned down {items.offer_code[i] or 'no action'} for this member on "
+            f"A manager turned down {items.rejected_offer_code[i] or 'no action'} for this member on "
             + ("an earlier run of the same as-of date" if days[i] < 1 else f"a run {days[i]:.0f} days earlier")
         )
     raise ValueError(f"unknown rule {rule.kind!r}")

@@ -138,16 +138,15 @@ ROUTABLE_FIELDS = (
     "id", "run_id", "member_id", "offer_id", "offer__code", "offer__cost", "offer__high_stakes", "expected_value",
     "probability", "p_low", "p_high", "member__tier", "member__region", "member__gender",
     "member__birth_year", "run__as_of", "model_version__drift_psi", "model_version__drift_flagged", "status", "route",
+    "recalled_decision_id", "recalled_decision__recommendation__offer_id",
+    "recalled_decision__recommendation__offer__code",
 )
 
 
-def days_since_rejected(
-    *, run_ids: Sequence[int], member_ids: Sequence[int], offer_ids: Sequence[int | None], as_ofs: Sequence[date],
-) -> np.ndarray:
-    """Per item: days from the earlier run where a manager turned down the item's offer for its
-    member, the last time it was recommended to them (recommendations.selectors.turned_down_before),
-    to the item's as-of date. NaN when that offer was not turned down then."""
-    turned = turned_down_before(run_ids=run_ids, member_ids=member_ids, offer_ids=offer_ids)
+def days_since_rejected(turned: Sequence[Decision | None], as_ofs: Sequence[date]) -> np.ndarray:
+    """Per item: days from the earlier run where a manager's standing override turned down the
+    model's pick for the member (recommendations.selectors.turned_down_before) to the item's
+    as-of date. NaN when it was not turned down."""
     return np.array(
         [np.nan if d is None else float((as_of - d.recommendation.as_of).days) for d, as_of in zip(turned, as_ofs, strict=True)],
         dtype=np.float64,
@@ -178,6 +177,12 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
     rows = list(qs.order_by("id").values_list(*ROUTABLE_FIELDS).iterator(chunk_size=20_000))
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(ROUTABLE_FIELDS)
     col = dict(zip(ROUTABLE_FIELDS, columns, strict=True))
+    # The model's own pick: the offer the recalled override turned down, else the item's offer.
+    recalled = [d is not None for d in col["recalled_decision_id"]]
+    model_offer_ids = [r if was else o for was, r, o in zip(
+        recalled, col["recalled_decision__recommendation__offer_id"], col["offer_id"], strict=True)]
+    model_offer_codes = [r if was else o for was, r, o in zip(
+        recalled, col["recalled_decision__recommendation__offer__code"], col["offer__code"], strict=True)]
     inputs = RouteInputs(
         key=[item_key(r, m) for r, m in zip(col["run_id"], col["member_id"], strict=True)],
         offer_code=list(col["offer__code"]),
@@ -194,8 +199,10 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
         model_psi=[math.nan if v is None else v for v in col["model_version__drift_psi"]],
         model_drift=list(col["model_version__drift_flagged"]),
         days_since_rejected=days_since_rejected(
-            run_ids=col["run_id"], member_ids=col["member_id"], offer_ids=col["offer_id"], as_ofs=col["run__as_of"],
+            turned_down_before(run_ids=col["run_id"], member_ids=col["member_id"], offer_ids=model_offer_ids),
+            col["run__as_of"],
         ),
+        rejected_offer_code=model_offer_codes,
         flagged_rules=rule_flag_masks(col["member_id"]),
     )
     return RoutableItems(

@@ -174,10 +174,15 @@ def routes_for_scoring(
     p_low: np.ndarray,
     p_high: np.ndarray,
     expected_value: np.ndarray,
+    model_offers: Sequence[Offer | None],
+    turned_down: Sequence[Decision | None],
 ) -> RoutingResult:
     """Route a scoring chunk's new recommendations with the policy in force (one query for the
     members' segments, one for alerts, a few for budget spend). ``member_ids`` are the chunk's
-    members: their segments are read by the pk range they span."""
+    members: their segments are read by the pk range they span. ``model_offers``: the model's
+    own picks (``offers`` differ where the desk recalled a manager's earlier choice);
+    ``turned_down``: per item, the standing override that turned the model's pick down before
+    (recommendations.selectors.turned_down_before), which the scoring has already looked up."""
     from recommendations.rollout import rule_flag_masks
 
     config = policy_config_active()
@@ -208,10 +213,8 @@ def routes_for_scoring(
         age_band=[segments.get(int(m), ("", "", "", ""))[3] for m in member_ids],
         model_psi=np.full(n, psi),
         model_drift=np.full(n, bool(model_version.drift_flagged)),
-        days_since_rejected=days_since_rejected(
-            run_ids=[run_id] * n, member_ids=member_ids, offer_ids=[o.pk if o else None for o in offers],
-            as_ofs=[as_of] * n,
-        ),
+        days_since_rejected=days_since_rejected(turned_down, [as_of] * n),
+        rejected_offer_code=[o.code if o else "" for o in model_offers],
         flagged_rules=rule_flag_masks(member_ids),
     )
     return route_items(inputs, policy=config, context=routing_context(config))

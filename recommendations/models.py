@@ -172,6 +172,12 @@ class Recommendation(models.Model):
     # The member is in the randomized holdout (recommendations.learning.holdout_members):
     # the recommendation is recorded for lift measurement, but no offer is ever sent.
     holdout = models.BooleanField(default=False)
+    # When the model picks again the offer a manager's standing override turned down for this
+    # member (selectors.turned_down_before), the desk recommends that manager's choice instead
+    # and keeps the override here: the model's own pick is the offer it turned down.
+    recalled_decision = models.ForeignKey(
+        "Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [

@@ -34,7 +34,7 @@ from recommendations.models import (
     Recommendation,
     RecommendationStatus,
 )
-from recommendations.selectors import as_of_instant, standing_decisions, turned_down_before
+from recommendations.selectors import as_of_instant, standing_decisions
 from recommendations.text import comment_sentiments, sentiment_label, shorten
 
 User = AbstractBaseUser | AnonymousUser
@@ -135,9 +135,8 @@ class QueueRow:
     # This user may claim the item; another manager has it open: their name, else None.
     claimable: bool = False
     claimed_by: str | None = None
-    # The override a manager made last time for this member, when the model repeats the offer
-    # it turned down (repeated_overrides): the row's override form starts from it.
-    repeat: Decision | None = None
+    # The override whose choice the desk recommends instead of the model's pick (recalled_choices).
+    recalled: Decision | None = None
 
 
 @dataclass
@@ -228,7 +227,7 @@ QUEUE_ROW_FIELDS = (
     "id", "run", "status", "route", "route_reasons", "created_at", "priority", "model_version",
     "probability", "p_low", "p_high", "expected_value", "ev_low", "ev_high", "shap_values", "features",
     "member", "member__member_id", "member__tier", "member__region",
-    "offer", "offer__code", "offer__name", "offer__high_stakes",
+    "offer", "offer__code", "offer__name", "offer__high_stakes", "recalled_decision",
 )
 
 
@@ -394,7 +393,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
     allowed = set(decidable_statuses(user))
     now = timezone.now()
     claims = claims_by_others(recommendation_ids=[r.pk for r in recs if r.status in OPEN_STATUSES], user=user)
-    repeats = repeated_overrides([r for r in recs if r.status in allowed])
+    recalled = recalled_choices(recs)
     return [
         QueueRow(
             rec=rec,
@@ -405,7 +404,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
             reasons=reason_texts(rec.route_reasons),
             claimable=can_claim_status(user, rec.status, allowed),
             claimed_by=claims[rec.pk].name if rec.pk in claims else None,
-            repeat=repeats.get(rec.pk),
+            recalled=recalled.get(rec.pk),
         )
         for rec in recs
     ]
@@ -565,14 +564,15 @@ def member_earlier_items(*, rec: Recommendation, limit: int = EARLIER_ITEMS) -> 
     return items
 
 
-def repeated_overrides(recs: list[Recommendation]) -> dict[int, Decision]:
-    """Per recommendation pk: the override a manager made the last time the model recommended
-    this offer to this member (selectors.turned_down_before), where there is one: the override
-    forms start from it."""
-    turned = turned_down_before(
-        run_ids=[r.run_id for r in recs], member_ids=[r.member_id for r in recs], offer_ids=[r.offer_id for r in recs]
-    )
-    return {rec.pk: d for rec, d in zip(recs, turned, strict=True) if d is not None}
+def recalled_choices(recs: list[Recommendation]) -> dict[int, Decision]:
+    """Per recommendation pk: the override whose choice the desk recommends instead of the
+    model's pick (Recommendation.recalled_decision), with who made it, on which run and the
+    offer it turned down. No query when no item recalls one."""
+    ids = {r.recalled_decision_id for r in recs if r.recalled_decision_id}
+    if not ids:
+        return {}
+    by_id = Decision.objects.select_related("recommendation__offer", "chosen_offer").in_bulk(ids)
+    return {r.pk: by_id[r.recalled_decision_id] for r in recs if r.recalled_decision_id in by_id}
 
 
 RECENT_COMMENTS = 3
@@ -626,7 +626,8 @@ def recommendation_detail_row(*, user: User, recommendation_id: int) -> DetailRo
     n = min(len(names), len(shap), len(feats))
     base = build_rows([rec], user=user)[0]
     return DetailRow(
-        **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons", "claimed_by")},
+        **{f: getattr(base, f) for f in ("rec", "drivers", "age", "can_decide", "bulk_eligible", "reasons", "claimed_by",
+                                               "recalled")},
         features=[{"name": names[i], "value": float(feats[i]), "shap": float(shap[i])} for i in range(n)],
         decisions=decision_history(recommendation_id=rec.pk),
         recent_comments=member_recent_comments(member_id=rec.member_id, before=as_of_instant(rec.as_of)),

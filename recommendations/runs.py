@@ -122,7 +122,9 @@ def recommendation_route(
     run: ScoringRun,
     member_ids: Any,
     offers: list[Offer | None],
+    expected_value: np.ndarray,
     batch: Any,
+    recall: EarlierChoices,
     model: ModelVersion | None = None,
 ) -> Any:
     """Who must look at each recommendation of a chunk: governance.routing under the
@@ -138,7 +140,61 @@ def recommendation_route(
         probability=np.asarray(batch.probability, np.float64),
         p_low=np.asarray(batch.p_low, np.float64),
         p_high=np.asarray(batch.p_high, np.float64),
-        expected_value=np.asarray(batch.expected_value, np.float64),
+        expected_value=expected_value,
+        model_offers=recall.model_offers,
+        turned_down=recall.turned_down,
+    )
+
+
+@dataclass
+class EarlierChoices:
+    """A chunk's picks after recalling the managers' earlier choices (see earlier_choices_recall)."""
+
+    offer_index: np.ndarray  # into the active offers, -1 = no action: what the desk recommends
+    expected_value: np.ndarray
+    ev_low: np.ndarray
+    ev_high: np.ndarray
+    recalled_decision_id: np.ndarray  # the override recalled, -1 where the model's pick stands
+    model_offers: list[Offer | None]  # the model's own picks
+    turned_down: list[Any]  # per item, the standing override of the model's pick, or None
+
+
+def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offers: list[Offer]) -> EarlierChoices:
+    """Where the model picks again the offer a manager's standing override turned down for the
+    member on their latest recommendation of it (selectors.turned_down_before), recommend that
+    manager's choice instead, at the model's own figures for it (its alternatives row).
+
+    A manager who corrected the desk for a member should not have to correct it again next
+    month; the retrained model learns from the override too, but slowly (docs/learning-loop.md).
+    The routing rule ``rejected_before`` still sends such items to a person. A choice that is
+    no longer an active offer is not recalled: the model's pick stands, and the rule applies.
+    One query for the chunk."""
+    from recommendations.selectors import turned_down_before
+
+    picks = np.asarray(batch.offer_index, dtype=np.int64)
+    model_offers = [offers[j] if j >= 0 else None for j in picks]
+    n = len(picks)
+    turned = turned_down_before(
+        run_ids=[run.pk] * n, member_ids=[int(m) for m in member_ids],
+        offer_ids=[o.pk if o else None for o in model_offers],
+    )
+    index = picks.copy()
+    expected = [np.array(batch.expected_value, np.float64), np.array(batch.ev_low, np.float64),
+                np.array(batch.ev_high, np.float64)]
+    recalled = np.full(n, -1, dtype=np.int64)
+    position = {offer.pk: j for j, offer in enumerate(offers)}
+    for i, decision in enumerate(turned):
+        if decision is None:
+            continue
+        j = -1 if decision.chosen_offer_id is None else position.get(decision.chosen_offer_id)
+        if j is None:
+            continue
+        index[i], recalled[i] = j, decision.pk
+        for column, key in zip(expected, ("ev", "ev_low", "ev_high"), strict=True):
+            column[i] = float(batch.alternatives[i, j, ALTERNATIVE_KEYS.index(key)]) if j >= 0 else 0.0
+    return EarlierChoices(
+        offer_index=index, expected_value=expected[0], ev_low=expected[1], ev_high=expected[2],
+        recalled_decision_id=recalled, model_offers=model_offers, turned_down=turned,
     )
 
 
@@ -483,7 +539,7 @@ def member_values(features: pd.DataFrame) -> np.ndarray:
 ROW_COLUMNS = (
     "member_id", "probability", "p_low", "p_high", "offer_id", "expected_value", "ev_low",
     "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
-    "route_reasons", "status", "holdout",
+    "route_reasons", "status", "holdout", "recalled_decision_id",
 )
 _BYTES_COLUMNS = ("shap_values", "features")
 
@@ -514,6 +570,7 @@ class RecommendationColumns:
     route_reasons: np.ndarray
     status: np.ndarray
     holdout: np.ndarray
+    recalled_decision_id: np.ndarray  # -1: the model's pick stands
 
     def __len__(self) -> int:
         return len(self.member_id)
@@ -552,7 +609,8 @@ def _recommendations_build(
     n = len(features)
     feature_names = [item["name"] for item in model.feature_schema.get("features", [])]
     matrix = features[feature_names] if feature_names else features
-    offer_index = np.asarray(batch.offer_index, dtype=np.int64)
+    recall = earlier_choices_recall(run=run, member_ids=features.index, batch=batch, offers=offers)
+    offer_index = recall.offer_index
     costs = np.array([float(offer.cost) for offer in offers] + [0.0])
     priority = recommendation_priority(
         probability=batch.probability,
@@ -562,7 +620,8 @@ def _recommendations_build(
         member_value=member_values(features),
     )
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
-    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch, model=model)
+    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers,
+                                   expected_value=recall.expected_value, batch=batch, recall=recall, model=model)
     # Members of the randomized holdout are recorded but never routed to anyone or offered.
     from recommendations.learning import HOLDOUT_REASON, holdout_member_pks
 
@@ -581,9 +640,9 @@ def _recommendations_build(
         p_low=np.asarray(batch.p_low, np.float64),
         p_high=np.asarray(batch.p_high, np.float64),
         offer_id=np.array([offer.pk for offer in offers] + [-1], dtype=np.int64)[offer_index],
-        expected_value=np.asarray(batch.expected_value, np.float64),
-        ev_low=np.asarray(batch.ev_low, np.float64),
-        ev_high=np.asarray(batch.ev_high, np.float64),
+        expected_value=recall.expected_value,
+        ev_low=recall.ev_low,
+        ev_high=recall.ev_high,
         alternatives=_alternatives_json([offer.code for offer in offers], batch.alternatives),
         shap_values=np.ascontiguousarray(batch.shap_values, dtype=np.float32),
         shap_base=np.broadcast_to(np.asarray(batch.shap_base, np.float64).ravel(), (n,))
@@ -595,6 +654,7 @@ def _recommendations_build(
         # Routed to a senior manager: escalated from the start.
         status=status,
         holdout=holdout,
+        recalled_decision_id=recall.recalled_decision_id,
     )
 
 
@@ -628,6 +688,7 @@ def _copy_csv(rows: RecommendationColumns, constants: dict[str, Any]) -> memoryv
 
     columns = {name: getattr(rows, name) for name in ROW_COLUMNS}
     columns["offer_id"] = pa.array(rows.offer_id, mask=rows.offer_id < 0)  # -1: no action, NULL
+    columns["recalled_decision_id"] = pa.array(rows.recalled_decision_id, mask=rows.recalled_decision_id < 0)
     for name in _BYTES_COLUMNS:
         columns[name] = _bytea_hex(getattr(rows, name))
     for name in ("route", "route_reasons", "status"):
@@ -717,6 +778,7 @@ def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVer
             route_reasons=json.loads(rows.route_reasons[i]),
             status=str(rows.status[i]),
             holdout=bool(rows.holdout[i]),
+            recalled_decision_id=int(rows.recalled_decision_id[i]) if rows.recalled_decision_id[i] >= 0 else None,
         )
         for i in range(len(rows))
     ]

@@ -21,6 +21,22 @@ class DriverSerializer(serializers.Serializer):
     value = serializers.FloatField(required=False)
 
 
+class RecalledChoiceSerializer(serializers.Serializer):
+    """The manager's earlier choice the desk recommends instead of the model's pick."""
+
+    decision = serializers.IntegerField(source="pk")
+    decided_by = serializers.CharField(source="actor_label")
+    recommendation = serializers.IntegerField(source="recommendation_id", help_text="the earlier item it was made on")
+    as_of = serializers.DateField(source="recommendation.as_of")
+    model_offer_code = serializers.SerializerMethodField(help_text="the offer the manager turned down: the model's pick")
+    reason_code = serializers.CharField()
+    reason_text = serializers.CharField()
+
+    def get_model_offer_code(self, decision) -> str | None:
+        offer = decision.recommendation.offer
+        return offer.code if offer is not None else None
+
+
 class QueueItemSerializer(serializers.Serializer):
     """One queue row (a queue.QueueRow): what a manager needs to decide, no PII."""
 
@@ -47,6 +63,10 @@ class QueueItemSerializer(serializers.Serializer):
     drivers = DriverSerializer(many=True)
     claimed_by = serializers.CharField(
         allow_null=True, help_text="another manager who has this item open right now (advice: deciding is still allowed)"
+    )
+    recalled = RecalledChoiceSerializer(
+        allow_null=True, help_text="the model picked again an offer a manager turned down for this member: the desk "
+                                   "recommends that manager's choice instead (null: the model's pick)"
     )
     created_at = serializers.DateTimeField(source="rec.created_at")
     age = serializers.CharField()

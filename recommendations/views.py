@@ -48,10 +48,10 @@ from recommendations.queue import (
     queue_row,
     queue_status_counts,
     reason_texts,
+    recalled_choices,
     recommendation_arrays,
     recommendation_drivers,
     recommendation_get,
-    repeated_overrides,
 )
 from recommendations.runs import recommendation_priority_parts
 from recommendations.selectors import as_of_instant
@@ -176,8 +176,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "metric_others": metric_others,
         "decisions": decision_history(recommendation_id=rec.pk),
         "earlier": earlier,
-        # The override form starts from the last override when the model repeats what it turned down.
-        "repeat": repeated_overrides([rec]).get(rec.pk) if can_decide else None,
+        "recalled": recalled_choices([rec]).get(rec.pk),
         "response_window_days": RESPONSE_WINDOW_DAYS,
         "can_decide": can_decide,
         "claimed_by": claimed_by,

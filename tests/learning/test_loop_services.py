@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from governance.models import AuditEvent
+from governance.services import policy_save
 from loyalty.definitions import EVENT_COLUMNS
 from loyalty.importers import import_csv
 from loyalty.models import Member, Offer
@@ -23,7 +24,13 @@ from recommendations.learning import (
     model_version_retrain,
     override_response_targets,
 )
-from recommendations.models import ModelVersion, Outcome, Recommendation, RecommendationStatus
+from recommendations.models import (
+    Decision,
+    ModelVersion,
+    Outcome,
+    Recommendation,
+    RecommendationStatus,
+)
 from recommendations.outcomes import decision_accuracy, holdout_lift, override_payoff
 from recommendations.queue import member_earlier_items
 from recommendations.runs import run_start
@@ -163,37 +170,53 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     (was_held,) = member_earlier_items(rec=later[a_held.member_id])
     assert (was_held.rec.holdout, was_held.sent_offer) == (True, None)
     assert member_earlier_items(rec=overridden) == []  # nothing before the first run
-    # Recommending the turned-down offer again (same as_of, same model) is routed to a person
-    # with the reason; the approved member's repeat is not.
+    # The model picks the turned-down offer again (same as_of, same model): the desk recommends
+    # the manager's choice instead, at the model's figures for it, and routes it to a person
+    # with the reason; the approved member's repeat is the model's pick and is not held back.
     repeat = later[overridden.member_id]
-    assert repeat.offer_id == overridden.offer_id
+    override = Decision.objects.get(recommendation=overridden, action="override")
+    assert (repeat.offer.code, repeat.recalled_decision_id) == (other, override.pk)
+    shown = {a["code"]: a for a in repeat.alternatives}
+    assert (repeat.expected_value, repeat.ev_low, repeat.ev_high) == (
+        shown[other]["ev"], shown[other]["ev_low"], shown[other]["ev_high"])
+    assert shown[overridden.offer.code]["ev"] > shown[other]["ev"]  # the model still prefers its pick
     assert [r["text"] for r in repeat.route_reasons if r["code"] == "rejected_before"] == [
         f"A manager turned down {overridden.offer.code} for this member on an earlier run of the same as-of date: "
         "manager review."]
+    assert later[approved.member_id].offer_id == approved.offer_id and later[approved.member_id].recalled_decision_id is None
     assert not any(r["code"] == "rejected_before" for r in later[approved.member_id].route_reasons)
+    # Re-routing (a policy change) reads the model's pick from the recalled override: still held back.
+    policy_save(actor=admin, phase="expanded", sample_rate=0.0, limited_max_offer_cost=10.0, sla_review_hours=48,
+                stale_after_hours=240, note="re-route")
+    repeat.refresh_from_db()
+    assert any(r["code"] == "rejected_before" for r in repeat.route_reasons) and repeat.status != "auto_approved"
 
     client.force_login(manager)
-    page = client.get(f"/queue/{later[overridden.member_id].pk}/").content.decode()
+    page = client.get(f"/queue/{repeat.pk}/").content.decode()
     earlier = page[page.index('id="earlier"'):page.index("</ol>", page.index('id="earlier"'))]
     chosen_name = Offer.objects.get(code=other).name
     assert "overridden</strong> by senior_manager" in earlier and chosen_name in earlier
     assert "member buys in store" in earlier and "not redeemed in 14 days" in earlier
     assert f'href="/queue/{overridden.pk}/"' in earlier
-    # The model repeats the turned-down offer: the override form starts from the last override.
-    assert f'<option value="{other}" selected>' in page and '<option value="model_wrong" selected>' in page
-    assert f'value="As on {program.as_of.isoformat()}: member buys in store"' in page and 'id="repeat-note"' in page
-    # ... and so does the queue row's override form (key o), one query for the page's members.
+    note = page[page.index('id="recalled-note"'):page.index("</p>", page.index('id="recalled-note"'))]
+    assert f"senior_manager chose {chosen_name} over {overridden.offer.name}" in note
+    assert "(model_wrong: member buys in store)" in note and f'href="/queue/{overridden.pk}/"' in note
+    assert " selected>" not in page[page.index('class="act-override'):].split("</form>")[0]
+    # ... and the queue row says so, one query for the page's recalled choices.
     queue = client.get("/", {"member": ids[overridden.member_id], "status": ""}).content.decode()
-    row = queue[queue.index(f'id="override-{repeat.pk}"'):]
-    row = row[:row.index("</form>")]
-    assert f'<option value="{other}" selected>' in row and '<option value="model_wrong" selected>' in row
-    assert f'value="As on {program.as_of.isoformat()}: member buys in store"' in row
-    queue = client.get("/", {"member": ids[approved.member_id], "status": ""}).content.decode()
-    assert " selected>" not in queue[queue.index('class="rowform act-override"'):].split("</form>")[0]
+    row = queue[queue.index(f'id="rec-{repeat.pk}"'):]
+    row = row[:row.index("</tr>")]
+    assert f"senior_manager's choice of {program.as_of.isoformat()}" in row and chosen_name in row
     page = client.get(f"/queue/{later[approved.member_id].pk}/").content.decode()
     assert "approved by senior_manager" in page and ">redeemed<" in page
-    assert 'id="repeat-note"' not in page and '<option value="model_wrong" selected>' not in page
+    assert 'id="recalled-note"' not in page
     body = client.get(f"/api/recommendations/{later[overridden.member_id].pk}/").json()
+    assert body["offer_code"] == other and body["recalled"] == {
+        "decision": override.pk, "decided_by": "senior_manager", "recommendation": overridden.pk,
+        "as_of": program.as_of.isoformat(), "model_offer_code": overridden.offer.code,
+        "reason_code": "model_wrong", "reason_text": "member buys in store",
+    }
+    assert client.get(f"/api/recommendations/{later[approved.member_id].pk}/").json()["recalled"] is None
     assert body["earlier"] == [{
         "id": overridden.pk, "run": run.pk, "as_of": program.as_of.isoformat(), "status": "overridden",
         "offer_code": overridden.offer.code, "probability": overridden.probability,
