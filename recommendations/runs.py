@@ -122,7 +122,6 @@ def recommendation_route(
     run: ScoringRun,
     member_ids: Any,
     offers: list[Offer | None],
-    expected_value: np.ndarray,
     batch: Any,
     recall: EarlierChoices,
     model: ModelVersion | None = None,
@@ -140,7 +139,7 @@ def recommendation_route(
         probability=np.asarray(batch.probability, np.float64),
         p_low=np.asarray(batch.p_low, np.float64),
         p_high=np.asarray(batch.p_high, np.float64),
-        expected_value=expected_value,
+        expected_value=recall.expected_value,
         model_offers=recall.model_offers,
         turned_down=recall.turned_down,
     )
@@ -620,8 +619,8 @@ def _recommendations_build(
         member_value=member_values(features),
     )
     chosen_offers = [offers[j] if j >= 0 else None for j in offer_index]
-    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers,
-                                   expected_value=recall.expected_value, batch=batch, recall=recall, model=model)
+    routing = recommendation_route(run=run, member_ids=features.index, offers=chosen_offers, batch=batch,
+                                   recall=recall, model=model)
     # Members of the randomized holdout are recorded but never routed to anyone or offered.
     from recommendations.learning import HOLDOUT_REASON, holdout_member_pks
 
