@@ -447,6 +447,9 @@ def _champion_figures(recs, truth: _Truth, offers, reviewed, policy_report) -> d
     return {
         "n_evaluated": int(len(fresh)),
         "auc": _auc(y, p),
+        # The true probabilities' AUC on the same members and outcomes: what any model could
+        # reach. It moves with the date (the season), so compare a cycle's AUC with its own.
+        "bayes_auc": _auc(y, frame["p_engage"].to_numpy(float)),
         "biased_group_auc": _auc(y[biased], p[biased]),
         "other_groups_auc": _auc(y[~biased], p[~biased]),
         **_fairness(y, p, fresh["region"].to_numpy(str)),

@@ -10,7 +10,7 @@ from recommendations.learning import LearningError
 from recommendations.loop_simulation import LoopSimulationError, loop_simulate
 
 CYCLE_KEYS = (
-    "cycle", "as_of", "override_rate", "biased_group_override_rate", "other_groups_override_rate", "auc", "biased_group_auc", "other_groups_auc",
+    "cycle", "as_of", "override_rate", "biased_group_override_rate", "other_groups_override_rate", "auc", "bayes_auc", "biased_group_auc", "other_groups_auc",
     "dp_difference", "eo_difference", "calibration_difference", "biased_group_calibration_gap", "policy_value",
 )
 
