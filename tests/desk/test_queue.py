@@ -140,18 +140,27 @@ def test_filters_round_trip_through_url_params():
 
 
 def test_page_query_count_is_bounded(world, role_users, django_assert_max_num_queries):
-    for _ in range(30):
-        make_rec(run=world.run, offer=world.bonus, priority=3)
+    from recommendations.decisions import decision_record
+    from recommendations.models import Recommendation
+
+    recs = [make_rec(run=world.run, offer=world.bonus, priority=3) for _ in range(30)]
+    earlier = make_rec(run=make_run(world.model), offer=world.bonus, priority=1)
+    override = decision_record(recommendation_id=earlier.pk, actor=role_users["senior_manager"], action="override",
+                               chosen_offer_code=world.discount.code, reason_code="model_wrong", reason_text="x")
+    Recommendation.objects.filter(pk__in=[r.pk for r in recs[::3]]).update(recalled_decision=override)
     user = role_users["manager"]
     user.groups.all()  # roles are cached on the user after the first check
     queue_page(user=user, filters={}, cursor=None, limit=5)
-    # one page query, one for the model versions' feature names and one for the members'
-    # earlier overrides (queue.repeated_overrides), whatever the page size
+    # one page query, one for the model versions' feature names and one for the managers'
+    # earlier choices the page's items recall (queue.recalled_choices), whatever the page size
     with django_assert_max_num_queries(3):
         page = queue_page(user=user, filters={}, cursor=None, limit=30)
         [row.rec.member.member_id for row in page.rows]
         [row.rec.offer.code for row in page.rows if row.rec.offer]
-    assert len(page.rows) == 30
+        recalled = [(row.recalled.actor_label, row.recalled.recommendation.offer.code, row.recalled.recommendation.as_of)
+                    for row in page.rows if row.recalled]
+    marked = {r.pk for r in recs[::3]}
+    assert len(page.rows) == 30 and len(recalled) == sum(row.rec.pk in marked for row in page.rows) >= 9
 
 
 def test_status_counts_one_group_by_then_cached_and_shifted(world, django_assert_num_queries):

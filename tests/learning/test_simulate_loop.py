@@ -129,6 +129,17 @@ def test_simulate_loop_month_after_month_with_the_same_members(artifacts, eager_
     assert set(stored) == set(program.members.loc[program.members["joined_at"] < "2026-06-30", "member_id"])
     assert all(stored[m] == truth[m] for m in stored)
 
+    # A month on, the model picks again some offers the managers turned down for these
+    # members: the desk recommends the managers' choices instead, and the managers, who know
+    # the truth, approve most of them (a month moves a member's best offer little).
+    recalled = Recommendation.objects.filter(run__as_of=runs[1], recalled_decision__isnull=False).select_related(
+        "recalled_decision__recommendation")
+    assert recalled.exists()
+    assert all(r.offer_id == r.recalled_decision.chosen_offer_id for r in recalled)
+    assert all(r.recalled_decision.recommendation.member_id == r.member_id for r in recalled)
+    on_recalled = Decision.objects.filter(recommendation__in=recalled)
+    assert on_recalled.filter(action="approve").count() > 2 * on_recalled.filter(action="override").count()
+
     # The previous model is compared on the same members and the same date.
     assert second["previous_model"]["model_version"] == first["model_version"]
     assert second["previous_model"]["n_evaluated"] == second["n_evaluated"]
