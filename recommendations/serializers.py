@@ -102,7 +102,10 @@ class QueueQuerySerializer(serializers.Serializer):
     region = serializers.CharField(required=False, allow_blank=True)
     risk = serializers.ChoiceField(choices=list(RISK_BANDS), required=False, allow_blank=True, help_text="churn risk band")
     confidence = serializers.ChoiceField(choices=list(CONFIDENCE_BANDS), required=False, allow_blank=True)
-    model = serializers.IntegerField(required=False)
+    # A string of digits, not an integer: empty means "any model", as for the other filters,
+    # and the schema must say so (an integer type would make "" a schema violation).
+    model = serializers.RegexField(r"^[0-9]*$", required=False, allow_blank=True, max_length=18,
+                                   help_text="model version id (empty: any)")
     status = serializers.CharField(required=False, allow_blank=True)
     escalated = serializers.ChoiceField(choices=["yes", "no"], required=False, allow_blank=True)
     member = serializers.CharField(required=False, allow_blank=True, help_text="exact external member id")
