@@ -433,10 +433,14 @@ def _rule_hits(rule: Rule, items: RouteInputs, context: RoutingContext) -> tuple
     if rule.kind == "rejected_before":
         days = items.days_since_rejected
         mask = np.nan_to_num(days, nan=np.inf) <= float(t)
-        return mask, lambda i: (
-            f"A manager turned down {items.rejected_offer_code[i] or 'no action'} for this member on "
-            + ("an earlier run of the same as-of date" if days[i] < 1 else f"a run {days[i]:.0f} days earlier")
-        )
+        def text(i: int) -> str:
+            when = "an earlier run of the same as-of date" if days[i] < 1 else f"a run {days[i]:.0f} days earlier"
+            rejected = items.rejected_offer_code[i] or "no action"
+            if items.rejected_offer_code[i] != items.offer_code[i]:
+                return f"The model picked {rejected} again, which a manager turned down for this member on {when}; this is their choice instead"
+            return f"A manager turned down {rejected} for this member on {when}"
+
+        return mask, text
     raise ValueError(f"unknown rule {rule.kind!r}")
 
 

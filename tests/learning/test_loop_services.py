@@ -181,8 +181,8 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
         shown[other]["ev"], shown[other]["ev_low"], shown[other]["ev_high"])
     assert shown[overridden.offer.code]["ev"] > shown[other]["ev"]  # the model still prefers its pick
     assert [r["text"] for r in repeat.route_reasons if r["code"] == "rejected_before"] == [
-        f"A manager turned down {overridden.offer.code} for this member on an earlier run of the same as-of date: "
-        "manager review."]
+        f"The model picked {overridden.offer.code} again, which a manager turned down for this member on an earlier "
+        "run of the same as-of date; this is their choice instead: manager review."]
     assert later[approved.member_id].offer_id == approved.offer_id and later[approved.member_id].recalled_decision_id is None
     assert not any(r["code"] == "rejected_before" for r in later[approved.member_id].route_reasons)
     # Re-routing (a policy change) reads the model's pick from the recalled override: still held back.
