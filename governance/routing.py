@@ -93,8 +93,9 @@ RULES: dict[str, RuleSpec] = {
                  "A drifting model's output is checked by people."),
         RuleSpec("rejected_before", "Offer a manager turned down for this member, within days", "number", True,
                  180.0, ROUTE_REVIEW,
-                 "The last time the model recommended this offer to this member, a manager turned it "
-                 "down: a person decides whether that still stands."),
+                 "The model picks an offer a manager turned down for this member (within the days): the "
+                 "desk recommends that manager's choice instead and a person confirms it. Off: the "
+                 "model's pick stands."),
     )
 }
 # Rules whose items may never be automated, even when an admin picks "auto".

@@ -138,8 +138,7 @@ ROUTABLE_FIELDS = (
     "id", "run_id", "member_id", "offer_id", "offer__code", "offer__cost", "offer__high_stakes", "expected_value",
     "probability", "p_low", "p_high", "member__tier", "member__region", "member__gender",
     "member__birth_year", "run__as_of", "model_version__drift_psi", "model_version__drift_flagged", "status", "route",
-    "recalled_decision_id", "recalled_decision__recommendation__offer_id",
-    "recalled_decision__recommendation__offer__code",
+    "recalled_decision_id", "model_offer_id", "model_offer__code",
 )
 
 
@@ -177,12 +176,13 @@ def routable_items_load(*, ids: Sequence[int] | None = None) -> RoutableItems:
     rows = list(qs.order_by("id").values_list(*ROUTABLE_FIELDS).iterator(chunk_size=20_000))
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(ROUTABLE_FIELDS)
     col = dict(zip(ROUTABLE_FIELDS, columns, strict=True))
-    # The model's own pick: the offer the recalled override turned down, else the item's offer.
+    # The model's own pick (Recommendation.model_offer_id_picked): model_offer where a choice
+    # was recalled, else the item's offer.
     recalled = [d is not None for d in col["recalled_decision_id"]]
-    model_offer_ids = [r if was else o for was, r, o in zip(
-        recalled, col["recalled_decision__recommendation__offer_id"], col["offer_id"], strict=True)]
-    model_offer_codes = [r if was else o for was, r, o in zip(
-        recalled, col["recalled_decision__recommendation__offer__code"], col["offer__code"], strict=True)]
+    model_offer_ids = [m if was else o for was, m, o in zip(
+        recalled, col["model_offer_id"], col["offer_id"], strict=True)]
+    model_offer_codes = [m if was else o for was, m, o in zip(
+        recalled, col["model_offer__code"], col["offer__code"], strict=True)]
     inputs = RouteInputs(
         key=[item_key(r, m) for r, m in zip(col["run_id"], col["member_id"], strict=True)],
         offer_code=list(col["offer__code"]),

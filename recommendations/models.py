@@ -174,10 +174,12 @@ class Recommendation(models.Model):
     holdout = models.BooleanField(default=False)
     # When the model picks again the offer a manager's standing override turned down for this
     # member (selectors.turned_down_before), the desk recommends that manager's choice instead
-    # and keeps the override here: the model's own pick is the offer it turned down.
+    # and keeps the override here, and the model's own pick in model_offer (None: no action).
     recalled_decision = models.ForeignKey(
         "Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    model_offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
 
     class Meta:
         constraints = [
@@ -190,6 +192,11 @@ class Recommendation(models.Model):
 
     def __str__(self) -> str:
         return f"recommendation {self.pk} for member #{self.member_id}"
+
+    @property
+    def model_offer_id_picked(self) -> int | None:
+        """The model's own pick (None: no action): model_offer when a choice was recalled."""
+        return self.model_offer_id if self.recalled_decision_id else self.offer_id
 
 
 class Decision(models.Model):

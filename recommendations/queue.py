@@ -228,6 +228,7 @@ QUEUE_ROW_FIELDS = (
     "probability", "p_low", "p_high", "expected_value", "ev_low", "ev_high", "shap_values", "features",
     "member", "member__member_id", "member__tier", "member__region",
     "offer", "offer__code", "offer__name", "offer__high_stakes", "recalled_decision",
+    "model_offer", "model_offer__code", "model_offer__name",
 )
 
 
@@ -236,7 +237,7 @@ def queue_queryset(*, user: User, filters: QueueFilters) -> QuerySet[Recommendat
     statuses = queue_statuses(user=user, filters=filters)
     qs = (
         Recommendation.objects.filter(status__in=statuses)
-        .select_related("member", "offer")
+        .select_related("member", "offer", "model_offer")
         .only(*QUEUE_ROW_FIELDS)
         .annotate(interval_width=F("p_high") - F("p_low"))
     )
@@ -413,7 +414,7 @@ def build_rows(recs: list[Recommendation], *, user: User) -> list[QueueRow]:
 def queue_row(*, user: User, recommendation_id: int) -> QueueRow:
     """One row, for an htmx swap after a decision, with the decision that closed it."""
     rec = (
-        Recommendation.objects.select_related("member", "offer")
+        Recommendation.objects.select_related("member", "offer", "model_offer")
         .defer("alternatives", "member__name", "member__email", "member__birth_date")
         .get(pk=recommendation_id)
     )
@@ -496,7 +497,7 @@ def override_offers() -> list[Offer]:
 
 
 def recommendation_get(*, recommendation_id: int) -> Recommendation:
-    return Recommendation.objects.select_related("member", "offer", "model_version", "run").get(
+    return Recommendation.objects.select_related("member", "offer", "model_offer", "model_version", "run").get(
         pk=recommendation_id
     )
 

@@ -154,6 +154,7 @@ class EarlierChoices:
     ev_low: np.ndarray
     ev_high: np.ndarray
     recalled_decision_id: np.ndarray  # the override recalled, -1 where the model's pick stands
+    model_offer_id: np.ndarray  # the model's own pick where a choice was recalled, else -1
     model_offers: list[Offer | None]  # the model's own picks
     turned_down: list[Any]  # per item, the standing override of the model's pick, or None
 
@@ -165,10 +166,15 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
 
     A manager who corrected the desk for a member should not have to correct it again next
     month; the retrained model learns from the override too, but slowly (docs/learning-loop.md).
-    The routing rule ``rejected_before`` still sends such items to a person. A choice that is
-    no longer an active offer is not recalled: the model's pick stands, and the rule applies.
-    One query for the chunk."""
+    The routing rule ``rejected_before`` says how long a manager's turn-down holds and sends
+    the recalled items to a person: no recall when the rule is off or the override is older
+    than its threshold. A choice that is no longer an active offer is not recalled: the
+    model's pick stands, and the rule applies. One query for the chunk (and the policy's)."""
+    from governance.selectors import policy_config_active
     from recommendations.selectors import turned_down_before
+
+    rule = next((r for r in policy_config_active().rules if r.kind == "rejected_before"), None)
+    window = float(rule.threshold) if rule is not None and rule.enabled and rule.threshold is not None else -1.0
 
     picks = np.asarray(batch.offer_index, dtype=np.int64)
     model_offers = [offers[j] if j >= 0 else None for j in picks]
@@ -183,7 +189,7 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
     recalled = np.full(n, -1, dtype=np.int64)
     position = {offer.pk: j for j, offer in enumerate(offers)}
     for i, decision in enumerate(turned):
-        if decision is None:
+        if decision is None or (run.as_of - decision.recommendation.as_of).days > window:
             continue
         j = -1 if decision.chosen_offer_id is None else position.get(decision.chosen_offer_id)
         if j is None:
@@ -194,6 +200,7 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
     return EarlierChoices(
         offer_index=index, expected_value=expected[0], ev_low=expected[1], ev_high=expected[2],
         recalled_decision_id=recalled, model_offers=model_offers, turned_down=turned,
+        model_offer_id=np.where(recalled >= 0, np.array([o.pk if o else -1 for o in model_offers], np.int64), -1),
     )
 
 
@@ -538,7 +545,7 @@ def member_values(features: pd.DataFrame) -> np.ndarray:
 ROW_COLUMNS = (
     "member_id", "probability", "p_low", "p_high", "offer_id", "expected_value", "ev_low",
     "ev_high", "alternatives", "shap_values", "shap_base", "features", "priority", "route",
-    "route_reasons", "status", "holdout", "recalled_decision_id",
+    "route_reasons", "status", "holdout", "recalled_decision_id", "model_offer_id",
 )
 _BYTES_COLUMNS = ("shap_values", "features")
 
@@ -570,6 +577,7 @@ class RecommendationColumns:
     status: np.ndarray
     holdout: np.ndarray
     recalled_decision_id: np.ndarray  # -1: the model's pick stands
+    model_offer_id: np.ndarray  # the model's own pick where a choice was recalled; -1: none or no action
 
     def __len__(self) -> int:
         return len(self.member_id)
@@ -654,6 +662,7 @@ def _recommendations_build(
         status=status,
         holdout=holdout,
         recalled_decision_id=recall.recalled_decision_id,
+        model_offer_id=recall.model_offer_id,
     )
 
 
@@ -687,7 +696,8 @@ def _copy_csv(rows: RecommendationColumns, constants: dict[str, Any]) -> memoryv
 
     columns = {name: getattr(rows, name) for name in ROW_COLUMNS}
     columns["offer_id"] = pa.array(rows.offer_id, mask=rows.offer_id < 0)  # -1: no action, NULL
-    columns["recalled_decision_id"] = pa.array(rows.recalled_decision_id, mask=rows.recalled_decision_id < 0)
+    for name in ("recalled_decision_id", "model_offer_id"):  # -1: NULL
+        columns[name] = pa.array(getattr(rows, name), mask=getattr(rows, name) < 0)
     for name in _BYTES_COLUMNS:
         columns[name] = _bytea_hex(getattr(rows, name))
     for name in ("route", "route_reasons", "status"):
@@ -778,6 +788,7 @@ def _insert_orm(*, run: ScoringRun, rows: RecommendationColumns, model: ModelVer
             status=str(rows.status[i]),
             holdout=bool(rows.holdout[i]),
             recalled_decision_id=int(rows.recalled_decision_id[i]) if rows.recalled_decision_id[i] >= 0 else None,
+            model_offer_id=int(rows.model_offer_id[i]) if rows.model_offer_id[i] >= 0 else None,
         )
         for i in range(len(rows))
     ]

@@ -343,10 +343,13 @@ _MEMBERS_BY_ID = 500
 def turned_down_before(
     *, run_ids: Sequence[int], member_ids: Sequence[int], offer_ids: Sequence[int | None],
 ) -> list[Decision | None]:
-    """Per item (run, member, recommended offer; None = no action): the override that stands
-    on the member's latest recommendation of the SAME offer in an earlier run, when a manager
-    turned that offer down there; None when the offer was approved the last time it was
-    recommended, was never recommended before, or nobody decided. One query for all items."""
+    """Per item (run, member, the MODEL's pick; None = no action): the manager's override that
+    stands against that pick for the member, or None.
+
+    It is read from the member's latest earlier recommendation where the model picked the same
+    offer (Recommendation.model_offer_id_picked) and a decision stands: an override there is
+    it; an approval of a recalled choice there confirms the override it recalled; an approval
+    of the model's pick lifts it. One query for all items."""
     out: list[Decision | None] = [None] * len(member_ids)
     if not len(member_ids):
         return out
@@ -354,12 +357,17 @@ def turned_down_before(
     decisions = Decision.objects.filter(recommendation__run_id__lt=max(int(r) for r in run_ids))
     decisions = decisions.filter(recommendation__member_id__in=members) if len(members) <= _MEMBERS_BY_ID else (
         decisions.filter(recommendation__member_id__gte=min(members), recommendation__member_id__lte=max(members)))
-    by_offer: dict[tuple[int, int | None], list[Decision]] = {}
-    for d in sorted(standing_decisions(decisions).values(), key=lambda d: d.recommendation.run_id):
-        by_offer.setdefault((d.recommendation.member_id, d.recommendation.offer_id), []).append(d)
+    by_pick: dict[tuple[int, int | None], list[Decision]] = {}
+    standing = standing_decisions(decisions.select_related("recommendation__recalled_decision__recommendation"))
+    for d in sorted(standing.values(), key=lambda d: d.recommendation.run_id):
+        by_pick.setdefault((d.recommendation.member_id, d.recommendation.model_offer_id_picked), []).append(d)
     for i, (run_id, member, offer) in enumerate(zip(run_ids, member_ids, offer_ids, strict=True)):
-        last = next((d for d in reversed(by_offer.get((int(member), offer), ())) if d.recommendation.run_id < run_id), None)
-        if last is not None and last.action == Decision.Action.OVERRIDE:
+        last = next((d for d in reversed(by_pick.get((int(member), offer), ())) if d.recommendation.run_id < run_id), None)
+        if last is None:
+            continue
+        if last.action == Decision.Action.OVERRIDE:
             out[i] = last
+        elif last.recommendation.recalled_decision is not None:
+            out[i] = last.recommendation.recalled_decision
     return out
 

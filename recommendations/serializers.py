@@ -28,13 +28,12 @@ class RecalledChoiceSerializer(serializers.Serializer):
     decided_by = serializers.CharField(source="actor_label")
     recommendation = serializers.IntegerField(source="recommendation_id", help_text="the earlier item it was made on")
     as_of = serializers.DateField(source="recommendation.as_of")
-    model_offer_code = serializers.SerializerMethodField(help_text="the offer the manager turned down: the model's pick")
+    chosen_offer_code = serializers.SerializerMethodField()
     reason_code = serializers.CharField()
     reason_text = serializers.CharField()
 
-    def get_model_offer_code(self, decision) -> str | None:
-        offer = decision.recommendation.offer
-        return offer.code if offer is not None else None
+    def get_chosen_offer_code(self, decision) -> str | None:
+        return decision.chosen_offer.code if decision.chosen_offer is not None else None
 
 
 class QueueItemSerializer(serializers.Serializer):
@@ -68,6 +67,8 @@ class QueueItemSerializer(serializers.Serializer):
         allow_null=True, help_text="the model picked again an offer a manager turned down for this member: the desk "
                                    "recommends that manager's choice instead (null: the model's pick)"
     )
+    model_offer_code = serializers.SerializerMethodField(
+        help_text="with a recalled choice, the model's own pick (null: no action); else the recommended offer")
     created_at = serializers.DateTimeField(source="rec.created_at")
     age = serializers.CharField()
     can_decide = serializers.BooleanField()
@@ -78,6 +79,10 @@ class QueueItemSerializer(serializers.Serializer):
 
     def get_offer_name(self, row) -> str:
         return row.rec.offer.name if row.rec.offer else "No action"
+
+    def get_model_offer_code(self, row) -> str | None:
+        offer = row.rec.model_offer if row.rec.recalled_decision_id else row.rec.offer
+        return offer.code if offer is not None else None
 
     def get_high_stakes(self, row) -> bool:
         return bool(row.rec.offer and row.rec.offer.high_stakes)

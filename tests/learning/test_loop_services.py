@@ -211,12 +211,14 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     assert "approved by senior_manager" in page and ">redeemed<" in page
     assert 'id="recalled-note"' not in page
     body = client.get(f"/api/recommendations/{later[overridden.member_id].pk}/").json()
-    assert body["offer_code"] == other and body["recalled"] == {
+    assert (body["offer_code"], body["model_offer_code"]) == (other, overridden.offer.code)
+    assert body["recalled"] == {
         "decision": override.pk, "decided_by": "senior_manager", "recommendation": overridden.pk,
-        "as_of": program.as_of.isoformat(), "model_offer_code": overridden.offer.code,
+        "as_of": program.as_of.isoformat(), "chosen_offer_code": other,
         "reason_code": "model_wrong", "reason_text": "member buys in store",
     }
-    assert client.get(f"/api/recommendations/{later[approved.member_id].pk}/").json()["recalled"] is None
+    plain = client.get(f"/api/recommendations/{later[approved.member_id].pk}/").json()
+    assert plain["recalled"] is None and plain["model_offer_code"] == approved.offer.code
     assert body["earlier"] == [{
         "id": overridden.pk, "run": run.pk, "as_of": program.as_of.isoformat(), "status": "overridden",
         "offer_code": overridden.offer.code, "probability": overridden.probability,
@@ -227,6 +229,23 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     (undecided,) = client.get(f"/api/recommendations/{later[undone.member_id].pk}/").json()["earlier"]
     assert (undecided["decision_action"], undecided["decided_by"], undecided["sent_offer_code"],
             undecided["responded"]) == (None, None, None, None)
+
+    # The latest word of a person stands. The recalled choice approved: recalled again next run.
+    # Overridden in turn: the new choice is recalled. Older than the rule's window, or with the
+    # rule off: the model's pick stands again.
+    decision_record(recommendation_id=repeat.pk, actor=manager, action="approve")
+    third = Recommendation.objects.get(run=run_start(as_of=program.as_of), member_id=overridden.member_id)
+    assert (third.offer.code, third.recalled_decision_id, third.model_offer_id) == (
+        other, override.pk, overridden.offer_id)
+    final = "TIERUP" if other != "TIERUP" and overridden.offer.code != "TIERUP" else "CALL"
+    second_override = decision_record(recommendation_id=third.pk, actor=manager, action="override",
+                                      chosen_offer_code=final, reason_code="model_wrong", reason_text="near gold")
+    fourth = Recommendation.objects.get(run=run_start(as_of=program.as_of), member_id=overridden.member_id)
+    assert (fourth.offer.code, fourth.recalled_decision_id) == (final, second_override.pk)
+    policy_save(actor=admin, phase="expanded", sample_rate=0.0, limited_max_offer_cost=10.0, sla_review_hours=48,
+                stale_after_hours=240, rules={"rejected_before": {"enabled": False}}, note="no memory")
+    fifth = Recommendation.objects.get(run=run_start(as_of=program.as_of), member_id=overridden.member_id)
+    assert (fifth.offer_id, fifth.recalled_decision_id) == (overridden.offer_id, None)
 
 
 def test_override_lesson_moves_response_rates_in_proportion_to_offer_value() -> None:
