@@ -144,3 +144,14 @@ def test_simulate_loop_month_after_month_with_the_same_members(artifacts, eager_
     assert second["previous_model"]["model_version"] == first["model_version"]
     assert second["previous_model"]["n_evaluated"] == second["n_evaluated"]
     assert Outcome.objects.filter(engaged__isnull=False).count() == Recommendation.objects.count()
+
+
+@pytest.mark.django_db
+def test_simulate_loop_refuses_a_step_shorter_than_the_response_window():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--step-days must be 0 .* or at least 16"):
+        call_command("simulate_loop", cycles=2, members=2000, step_days=5, json=True)
+    with pytest.raises(CommandError, match="review share"):
+        call_command("simulate_loop", cycles=2, members=2000, review_share=0.9, revisit=True, json=True)
+    assert not Member.objects.exists()  # nothing written
