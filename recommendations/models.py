@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 
 from loyalty.models import Member, Offer
 
@@ -197,6 +198,16 @@ class Recommendation(models.Model):
     def model_offer_id_picked(self) -> int | None:
         """The model's own pick (None: no action): model_offer when a choice was recalled."""
         return self.model_offer_id if self.recalled_decision_id else self.offer_id
+
+
+def model_offer_code_picked() -> Case:
+    """SQL for the code of the model's own pick ("" for no action), model_offer_id_picked's
+    counterpart in a query: the exports name it beside the recommended offer, which differs
+    when a manager's earlier choice was recalled."""
+    return Case(
+        When(recalled_decision__isnull=False, then=Coalesce(F("model_offer__code"), Value(""))),
+        default=Coalesce(F("offer__code"), Value("")),
+    )
 
 
 class Decision(models.Model):

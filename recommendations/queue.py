@@ -33,6 +33,7 @@ from recommendations.models import (
     ModelVersion,
     Recommendation,
     RecommendationStatus,
+    model_offer_code_picked,
 )
 from recommendations.selectors import as_of_instant, standing_decisions
 from recommendations.text import comment_sentiments, sentiment_label, shorten
@@ -315,17 +316,21 @@ def queue_page(
 QUEUE_EXPORT_COLUMNS = (
     "recommendation_id", "member_id", "tier", "region", "offer_code", "probability", "interval_low",
     "interval_high", "expected_value", "ev_low", "ev_high", "priority", "status", "route", "model_version",
-    "created_at",
+    "created_at", "model_offer_code", "recalled",  # as in runs.EXPORT_COLUMNS
 )
 
 
 def queue_export_rows(*, user: User, filters: QueueFilters) -> Iterator[tuple]:
     """Every item the queue shows this user with these filters, in the queue's order: all pages,
     from the same queryset as the page, so the file holds exactly what the filtered queue does."""
-    rows = queue_queryset(user=user, filters=filters).values_list(
-        "id", "member__member_id", "member__tier", "member__region", "offer__code", "probability", "p_low",
-        "p_high", "expected_value", "ev_low", "ev_high", "priority", "status", "route", "model_version_id",
-        "created_at",
+    rows = (
+        queue_queryset(user=user, filters=filters)
+        .annotate(model_offer_code=model_offer_code_picked(), recalled=Q(recalled_decision__isnull=False))
+        .values_list(
+            "id", "member__member_id", "member__tier", "member__region", "offer__code", "probability", "p_low",
+            "p_high", "expected_value", "ev_low", "ev_high", "priority", "status", "route", "model_version_id",
+            "created_at", "model_offer_code", "recalled",
+        )
     )
     for row in rows.iterator(chunk_size=5000):
         yield (*row[:4], row[4] or "", *row[5:])

@@ -39,6 +39,7 @@ from recommendations.models import (
     RecommendationStatus,
     ScoringChunk,
     ScoringRun,
+    model_offer_code_picked,
 )
 from recommendations.tabular import rows_write
 
@@ -51,6 +52,9 @@ DEFAULT_STALE_AFTER = timedelta(minutes=15)
 EXPORT_COLUMNS = [
     "member_id", "offer_code", "probability", "interval_low", "interval_high",
     "expected_value", "ev_low", "ev_high", "status", "model_version",
+    # offer_code is what the desk recommends; where it recalled a manager's earlier choice
+    # (recalled true), model_offer_code is the model's own pick that the choice replaced.
+    "model_offer_code", "recalled",
 ]
 ALTERNATIVE_KEYS = ("p_response", "p_low", "p_high", "ev", "ev_low", "ev_high")
 
@@ -893,9 +897,10 @@ def run_export_rows(*, run_id: int, chunk_size: int = 5000) -> Iterator[tuple]:
     rows = (
         Recommendation.objects.filter(run_id=run_id)
         .order_by("member_id")
+        .annotate(model_offer_code=model_offer_code_picked(), recalled=Q(recalled_decision__isnull=False))
         .values_list(
             "member__member_id", "offer__code", "probability", "p_low", "p_high",
-            "expected_value", "ev_low", "ev_high", "status", "model_version_id",
+            "expected_value", "ev_low", "ev_high", "status", "model_version_id", "model_offer_code", "recalled",
         )
     )
     for row in rows.iterator(chunk_size=chunk_size):

@@ -1,5 +1,6 @@
 """Outcomes, holdout, feedback examples, gate, promotion, rollback and the learning API."""
 
+import io
 from datetime import timedelta
 
 import numpy as np
@@ -33,7 +34,7 @@ from recommendations.models import (
 )
 from recommendations.outcomes import decision_accuracy, holdout_lift, override_payoff
 from recommendations.queue import member_earlier_items
-from recommendations.runs import run_start
+from recommendations.runs import run_export, run_start
 from recommendations.services import model_version_train
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,6 +220,24 @@ def test_outcomes_join_decisions_holdout_and_lift(artifacts, eager_celery, role_
     }
     plain = client.get(f"/api/recommendations/{later[approved.member_id].pk}/").json()
     assert plain["recalled"] is None and plain["model_offer_code"] == approved.offer.code
+    # The exports name the model's own pick beside the recalled choice, for the data people.
+    out = io.StringIO()
+    run_export(run_id=second.pk, fmt="csv", out=out)
+    exported = pd.read_csv(io.StringIO(out.getvalue()), dtype={"member_id": str}, keep_default_na=False)
+    exported = exported.set_index("member_id")
+    assert tuple(exported.loc[ids[overridden.member_id], ["offer_code", "model_offer_code", "recalled"]]) == (
+        other, overridden.offer.code, True)
+    assert tuple(exported.loc[ids[approved.member_id], ["offer_code", "model_offer_code", "recalled"]]) == (
+        approved.offer.code, approved.offer.code, False)
+    assert exported["recalled"].sum() == Recommendation.objects.filter(run=second, recalled_decision__isnull=False).count()
+    client.force_login(admin)
+    queue_file = client.get("/api/recommendations/export/", {"member": ids[overridden.member_id],
+                                                             "file_format": "parquet"})
+    queued = pd.read_parquet(io.BytesIO(b"".join(queue_file.streaming_content))).set_index("recommendation_id")
+    assert tuple(queued.loc[repeat.pk, ["offer_code", "model_offer_code", "recalled"]]) == (
+        other, overridden.offer.code, True)
+    assert list(queued.index) == [repeat.pk]
+    client.force_login(manager)
     assert body["earlier"] == [{
         "id": overridden.pk, "run": run.pk, "as_of": program.as_of.isoformat(), "status": "overridden",
         "offer_code": overridden.offer.code, "probability": overridden.probability,
