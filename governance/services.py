@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,6 @@ from recommendations.models import (
     ModelVersion,
     Recommendation,
     RecommendationStatus,
-    ScoringRun,
 )
 
 User = AbstractBaseUser | AnonymousUser | None
@@ -176,17 +175,18 @@ def routes_for_scoring(
     expected_value: np.ndarray,
     model_offers: Sequence[Offer | None],
     turned_down: Sequence[Decision | None],
+    config: PolicyConfig,
+    as_of: date,
 ) -> RoutingResult:
     """Route a scoring chunk's new recommendations with the policy in force (one query for the
     members' segments, one for alerts, a few for budget spend). ``member_ids`` are the chunk's
     members: their segments are read by the pk range they span. ``model_offers``: the model's
     own picks (``offers`` differ where the desk recalled a manager's earlier choice);
     ``turned_down``: per item, the standing override that turned the model's pick down before
-    (recommendations.selectors.turned_down_before), which the scoring has already looked up."""
+    (recommendations.selectors.turned_down_before), which the scoring has already looked up;
+    ``config``: the policy in force, as the scoring read it for the recall; ``as_of``: the run's."""
     from recommendations.rollout import rule_flag_masks
 
-    config = policy_config_active()
-    as_of = ScoringRun.objects.values_list("as_of", flat=True).get(pk=run_id)
     year = as_of.year
     # A chunk's members are one pk range: a range scan, not an IN list of thousands of ids
     # (compiling and parsing that list cost more than the routing itself).

@@ -61,7 +61,7 @@ from recommendations.models import (
     Outcome,
     Recommendation,
 )
-from recommendations.selectors import offer_terms_list
+from recommendations.selectors import offer_terms_list, standing_decisions_frame
 
 logger = logging.getLogger(__name__)
 
@@ -173,29 +173,6 @@ class LabeledExamples:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def decisions_standing() -> pd.DataFrame:
-    """The latest approve/override per recommendation that no undo compensated.
-
-    Columns: recommendation_id, action, actor_label, label_engaged, label_offer_code.
-    """
-    compensated = set(
-        Decision.objects.filter(compensates__isnull=False).values_list("compensates_id", flat=True)
-    )
-    rows = pd.DataFrame.from_records(
-        Decision.objects.filter(is_feedback=True, action__in=[Decision.Action.APPROVE, Decision.Action.OVERRIDE])
-        .values_list("pk", "recommendation_id", "sequence", "action", "actor_label", "label_engaged",
-                     "label_offer_code")
-        .iterator(chunk_size=20_000),
-        columns=["pk", "recommendation_id", "sequence", "action", "actor_label", "label_engaged",
-                 "label_offer_code"],
-    )
-    if not len(rows):
-        return rows.drop(columns=["pk", "sequence"])
-    rows = rows[~rows["pk"].isin(compensated)]
-    rows = rows.sort_values(["recommendation_id", "sequence"]).drop_duplicates("recommendation_id", keep="last")
-    return rows.drop(columns=["pk", "sequence"]).reset_index(drop=True)
-
-
 def _feature_frame(rec_rows: pd.DataFrame) -> pd.DataFrame:
     """Decode the stored float32 feature snapshots into FEATURE_NAMES columns (NaN if absent)."""
     schemas = {
@@ -267,7 +244,12 @@ def labeled_examples_load(*, settings_row: LearningSettings | None = None) -> La
     and ``label_offer_code`` (the offer the manager stood behind; None without a decision).
     """
     cfg = settings_row or learning_settings_get()
-    decisions = decisions_standing().set_index("recommendation_id")
+    # A person's approval or override (not the system's auto-approval) is a label.
+    decisions = standing_decisions_frame(Decision.objects.all(), {
+        "action": "action", "actor_label": "actor_label", "label_engaged": "label_engaged",
+        "label_offer_code": "label_offer_code", "is_feedback": "is_feedback",
+    })
+    decisions = decisions[decisions["is_feedback"].astype(bool)].drop(columns=["is_feedback"])
     outcomes = pd.DataFrame.from_records(
         Outcome.objects.filter(Q(engaged__isnull=False) | Q(responded__isnull=False))
         .values_list("recommendation_id", "engaged", "decided_offer_code", "responded", "decision_action")
@@ -761,7 +743,6 @@ __all__ = [
     "LabeledExamples",
     "LearningError",
     "bundle_evaluate",
-    "decisions_standing",
     "evaluation_member_pks",
     "fairness_differences",
     "gate_check",

@@ -176,10 +176,14 @@ class Recommendation(models.Model):
     # When the model picks again the offer a manager's standing override turned down for this
     # member (selectors.turned_down_before), the desk recommends that manager's choice instead
     # and keeps the override here, and the model's own pick in model_offer (None: no action).
+    # Set on few rows: indexed where set only (rec_recalled_idx, rec_model_offer_idx), so the
+    # scoring run's inserts do not maintain two indexes of NULLs.
     recalled_decision = models.ForeignKey(
-        "Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
-    model_offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model_offer = models.ForeignKey(
+        Offer, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
 
 
     class Meta:
@@ -189,6 +193,9 @@ class Recommendation(models.Model):
         indexes = [
             models.Index(fields=["status", "-priority", "id"], name="rec_queue_idx"),
             models.Index(fields=["member", "status"], name="rec_member_status_idx"),
+            models.Index(fields=["recalled_decision"], condition=Q(recalled_decision__isnull=False),
+                         name="rec_recalled_idx"),
+            models.Index(fields=["model_offer"], condition=Q(model_offer__isnull=False), name="rec_model_offer_idx"),
         ]
 
     def __str__(self) -> str:

@@ -34,13 +34,13 @@ from django.db.models import Max
 from loyalty.definitions import ENGAGEMENT_EVENT_KIND, RESPONSE_WINDOW_DAYS
 from loyalty.models import Event, Offer
 from recommendations.models import (
-    DECIDING_ACTIONS,
     Decision,
     Outcome,
     Recommendation,
     RecommendationStatus,
     ScoringRun,
 )
+from recommendations.selectors import standing_decisions_frame
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +55,6 @@ def data_until() -> date | None:
     """The day after the latest imported event (None without events)."""
     latest = Event.objects.aggregate(m=Max("occurred_at"))["m"]
     return None if latest is None else latest.date() + timedelta(days=1)
-
-
-def _standing_decisions(run_id: int) -> pd.DataFrame:
-    rows = pd.DataFrame.from_records(
-        Decision.objects.filter(recommendation__run_id=run_id)
-        .values_list("pk", "recommendation_id", "sequence", "action", "actor_label", "chosen_offer__code",
-                     "compensates_id")
-        .iterator(chunk_size=20_000),
-        columns=["pk", "recommendation_id", "sequence", "action", "actor_label", "offer_code", "compensates"],
-    )
-    if not len(rows):
-        return rows.set_index("recommendation_id")
-    undone = set(rows["compensates"].dropna().astype(int))
-    rows = rows[rows["action"].isin(DECIDING_ACTIONS) & ~rows["pk"].isin(undone)]
-    rows = rows.sort_values(["recommendation_id", "sequence"]).drop_duplicates("recommendation_id", keep="last")
-    rows["offer_code"] = rows["offer_code"].fillna("")
-    return rows.set_index("recommendation_id")
 
 
 def outcomes_refresh(*, run_id: int | None = None, until: date | None = None) -> dict[str, Any]:
@@ -101,7 +84,11 @@ def _run_outcomes(run: ScoringRun, until: date) -> dict[str, int]:
     engaged_known = window_end <= until
     response_ns = pd.Timedelta(days=RESPONSE_WINDOW_DAYS)
     until_ts = pd.Timestamp(_instant(until))
-    decisions = _standing_decisions(run.pk)
+    decisions = standing_decisions_frame(
+        Decision.objects.filter(recommendation__run_id=run.pk),
+        {"pk": "pk", "action": "action", "actor_label": "actor_label", "offer_code": "chosen_offer__code"},
+    )
+    decisions["offer_code"] = decisions["offer_code"].fillna("")
     counts = {"outcomes": 0, "engaged_known": 0, "responses_known": 0}
     recs_qs = Recommendation.objects.filter(run_id=run.pk).order_by("member_id")
     member_pks = list(recs_qs.values_list("member_id", flat=True))

@@ -146,6 +146,8 @@ def recommendation_route(
         expected_value=recall.expected_value,
         model_offers=recall.model_offers,
         turned_down=recall.turned_down,
+        config=recall.policy,
+        as_of=run.as_of,
     )
 
 
@@ -161,6 +163,9 @@ class EarlierChoices:
     model_offer_id: np.ndarray  # the model's own pick where a choice was recalled, else -1
     model_offers: list[Offer | None]  # the model's own picks
     turned_down: list[Any]  # per item, the standing override of the model's pick, or None
+    # The escalation policy in force, read once: the recall's window and the routing of the
+    # same chunk come from one version even if an admin saves a new one meanwhile.
+    policy: Any
 
 
 def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offers: list[Offer]) -> EarlierChoices:
@@ -173,11 +178,13 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
     The routing rule ``rejected_before`` says how long a manager's turn-down holds and sends
     the recalled items to a person: no recall when the rule is off or the override is older
     than its threshold. A choice that is no longer an active offer is not recalled: the
-    model's pick stands, and the rule applies. One query for the chunk (and the policy's)."""
+    model's pick stands, and the rule applies. One query for the chunk (and the policy's,
+    which routing reuses)."""
     from governance.selectors import policy_config_active
     from recommendations.selectors import turned_down_before
 
-    rule = next((r for r in policy_config_active().rules if r.kind == "rejected_before"), None)
+    policy = policy_config_active()
+    rule = next((r for r in policy.rules if r.kind == "rejected_before"), None)
     window = float(rule.threshold) if rule is not None and rule.enabled and rule.threshold is not None else -1.0
 
     picks = np.asarray(batch.offer_index, dtype=np.int64)
@@ -203,7 +210,7 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
             column[i] = float(batch.alternatives[i, j, ALTERNATIVE_KEYS.index(key)]) if j >= 0 else 0.0
     return EarlierChoices(
         offer_index=index, expected_value=expected[0], ev_low=expected[1], ev_high=expected[2],
-        recalled_decision_id=recalled, model_offers=model_offers, turned_down=turned,
+        recalled_decision_id=recalled, model_offers=model_offers, turned_down=turned, policy=policy,
         model_offer_id=np.where(recalled >= 0, np.array([o.pk if o else -1 for o in model_offers], np.int64), -1),
     )
 

@@ -335,6 +335,21 @@ def standing_decisions(decisions) -> dict[int, Decision]:
     return standing
 
 
+def standing_decisions_frame(decisions, columns: dict[str, str]) -> pd.DataFrame:
+    """standing_decisions for bulk readers (outcomes, retraining): one row per recommendation
+    (the index, ``recommendation_id``) with ``columns`` (frame column -> Decision lookup) of the
+    decision that stands on it. One query, streamed; no model instances."""
+    undone = Decision.objects.filter(compensates__isnull=False).values("compensates_id")
+    rows = pd.DataFrame.from_records(
+        decisions.filter(action__in=DECIDING_ACTIONS).exclude(pk__in=undone)
+        .order_by("recommendation_id", "sequence")
+        .values_list("recommendation_id", *columns.values()).iterator(chunk_size=20_000),
+        columns=["recommendation_id", *columns],
+    )
+    # Later in sequence replaces earlier, as in standing_decisions.
+    return rows.drop_duplicates("recommendation_id", keep="last").set_index("recommendation_id")
+
+
 # Up to this many members are looked up by id; more (a scoring chunk, a re-routing of the whole
 # queue) by the pk range they span, which Postgres scans instead of parsing a long IN list.
 _MEMBERS_BY_ID = 500

@@ -320,3 +320,18 @@ def test_run_needs_a_model(transactional_db) -> None:
         call_command("score")
     with pytest.raises(CommandError, match="scoring run 424242 does not exist"):
         call_command("score", "--resume", "424242")
+
+
+def test_each_chunk_reads_the_escalation_policy_once(scored_setup) -> None:
+    """The recall's window and the chunk's routing come from one read of the policy in force:
+    one version even if an admin saves another meanwhile, and one query per chunk."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    program, _ = scored_setup
+    with CaptureQueriesContext(connection) as captured:
+        run = _run(program)
+    policy_reads = [q["sql"] for q in captured.captured_queries
+                    if q["sql"].startswith("SELECT") and '"governance_escalationpolicy"' in q["sql"].split(" WHERE ")[0]]
+    assert run.chunks_total >= 3 and run.status == ScoringRun.Status.SUCCEEDED
+    assert len(policy_reads) == run.chunks_total
