@@ -354,7 +354,8 @@ class RunExportAPI(APIView):
         operation_id="run_export",
         summary="Download a run's recommendations",
         description="member_id (as imported), offer_code, probability, interval, expected value and its "
-        "interval, status and model version, one row per member. Audited (counts only).",
+        "interval, status and model version, one row per member; model_offer_code (the model's own pick) "
+        "and recalled (true where the desk recommends a manager's earlier choice instead). Audited (counts only).",
         parameters=[ExportQuerySerializer], responses=EXPORT_RESPONSES, tags=["exports"],
     )
     def get(self, request: Request, pk: int) -> FileResponse:
@@ -372,7 +373,8 @@ class QueueExportAPI(APIView):
         operation_id="queue_export",
         summary="Download the filtered queue, every page",
         description="The items GET /api/recommendations/ lists for the same filters and sort, all of them "
-        "(cursor and limit are ignored), in the queue's order. Audited with the filters and the count.",
+        "(cursor and limit are ignored), in the queue's order, with model_offer_code and recalled as in a "
+        "run's download. Audited with the filters and the count.",
         parameters=[QueueQuerySerializer, ExportQuerySerializer], responses=EXPORT_RESPONSES, tags=["exports"],
     )
     def get(self, request: Request) -> FileResponse:
