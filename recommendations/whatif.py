@@ -28,7 +28,8 @@ field). The model's training range (``ModelVersion.feature_schema``) only warns.
 
 Segment scenarios (``segment_scenario_start`` / ``segment_scenario_run``) apply one change to
 every member of a segment (tier, region, risk band, recommended offer, as in the queue), or
-change an offer's cost, and add up the predicted effect with intervals, chunk by chunk with
+change an offer's cost, and add up the predicted effect with the members' bounds added up
+(not a 90% interval of the total: see the README's what-if section), chunk by chunk with
 progress, in a Celery task.
 """
 
