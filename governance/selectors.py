@@ -152,6 +152,17 @@ def days_since_rejected(turned: Sequence[Decision | None], as_ofs: Sequence[date
     )
 
 
+def rejections_held(config: PolicyConfig, turned: Sequence[Decision | None], as_of: date) -> np.ndarray:
+    """Per item: whether the rule ``rejected_before`` still holds the manager's turn-down (the
+    rule is on and the override is at most its threshold of days old). The recall of earlier
+    choices (recommendations.runs.earlier_choices_recall) honours exactly these."""
+    rule = next((r for r in config.rules if r.kind == "rejected_before"), None)
+    if rule is None or not rule.enabled or rule.threshold is None:
+        return np.zeros(len(turned), dtype=bool)
+    days = days_since_rejected(turned, [as_of] * len(turned))
+    return np.nan_to_num(days, nan=np.inf) <= float(rule.threshold)
+
+
 @dataclass
 class RoutableItems:
     ids: np.ndarray

@@ -206,6 +206,11 @@ class Recommendation(models.Model):
         """The model's own pick (None: no action): model_offer when a choice was recalled."""
         return self.model_offer_id if self.recalled_decision_id else self.offer_id
 
+    @property
+    def model_offer_picked(self) -> Offer | None:
+        """The model's own pick as an Offer (None: no action), as model_offer_id_picked."""
+        return self.model_offer if self.recalled_decision_id else self.offer
+
 
 def model_offer_code_picked() -> Case:
     """SQL for the code of the model's own pick ("" for no action), model_offer_id_picked's

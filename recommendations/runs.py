@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from recommendations.models import (
     model_offer_code_picked,
 )
 from recommendations.tabular import rows_write
+
+if TYPE_CHECKING:
+    from governance.routing import PolicyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ class EarlierChoices:
     turned_down: list[Any]  # per item, the standing override of the model's pick, or None
     # The escalation policy in force, read once: the recall's window and the routing of the
     # same chunk come from one version even if an admin saves a new one meanwhile.
-    policy: Any
+    policy: PolicyConfig
 
 
 def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offers: list[Offer]) -> EarlierChoices:
@@ -180,13 +183,10 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
     than its threshold. A choice that is no longer an active offer is not recalled: the
     model's pick stands, and the rule applies. One query for the chunk (and the policy's,
     which routing reuses)."""
-    from governance.selectors import policy_config_active
+    from governance.selectors import policy_config_active, rejections_held
     from recommendations.selectors import turned_down_before
 
     policy = policy_config_active()
-    rule = next((r for r in policy.rules if r.kind == "rejected_before"), None)
-    window = float(rule.threshold) if rule is not None and rule.enabled and rule.threshold is not None else -1.0
-
     picks = np.asarray(batch.offer_index, dtype=np.int64)
     model_offers = [offers[j] if j >= 0 else None for j in picks]
     n = len(picks)
@@ -194,13 +194,14 @@ def earlier_choices_recall(*, run: ScoringRun, member_ids: Any, batch: Any, offe
         run_ids=[run.pk] * n, member_ids=[int(m) for m in member_ids],
         offer_ids=[o.pk if o else None for o in model_offers],
     )
+    held = rejections_held(policy, turned, run.as_of)
     index = picks.copy()
     expected = [np.array(batch.expected_value, np.float64), np.array(batch.ev_low, np.float64),
                 np.array(batch.ev_high, np.float64)]
     recalled = np.full(n, -1, dtype=np.int64)
     position = {offer.pk: j for j, offer in enumerate(offers)}
     for i, decision in enumerate(turned):
-        if decision is None or (run.as_of - decision.recommendation.as_of).days > window:
+        if not held[i]:
             continue
         j = -1 if decision.chosen_offer_id is None else position.get(decision.chosen_offer_id)
         if j is None:

@@ -81,7 +81,7 @@ class QueueItemSerializer(serializers.Serializer):
         return row.rec.offer.name if row.rec.offer else "No action"
 
     def get_model_offer_code(self, row) -> str | None:
-        offer = row.rec.model_offer if row.rec.recalled_decision_id else row.rec.offer
+        offer = row.rec.model_offer_picked
         return offer.code if offer is not None else None
 
     def get_high_stakes(self, row) -> bool:
